@@ -41,3 +41,13 @@ function(kvasir_cc_test)
     set_tests_properties(${K_NAME} PROPERTIES LABELS "${K_LABELS}")
   endif()
 endfunction()
+
+# kvasir_add_subdirectory(dir): add_subdirectory unless `dir` (relative to the source root) is
+# listed in KVASIR_SKIP_DIRS (a development aid for partial builds).
+set(KVASIR_SKIP_DIRS "" CACHE STRING "Source directories to leave out of the build")
+function(kvasir_add_subdirectory dir)
+  file(RELATIVE_PATH rel ${CMAKE_SOURCE_DIR} ${CMAKE_CURRENT_SOURCE_DIR}/${dir})
+  if(NOT rel IN_LIST KVASIR_SKIP_DIRS)
+    add_subdirectory(${dir})
+  endif()
+endfunction()

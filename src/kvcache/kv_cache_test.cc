@@ -1,0 +1,131 @@
+#include "kvcache/kv_cache.h"
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/attention/paged_attention_ref.h"
+
+namespace kvasir {
+namespace {
+
+KvCacheConfig SmallConfig(int blocks) {
+  KvCacheConfig c;
+  c.num_layers = 2;
+  c.num_kv_heads = 3;
+  c.head_dim = 4;
+  c.block_size = 4;
+  c.num_blocks = blocks;
+  return c;
+}
+
+TEST(KvCache, ReserveIsAllOrNothingAndFreeReturnsBlocks) {
+  KvCache cache(SmallConfig(12));
+  ASSERT_TRUE(cache.Create(7).ok());
+  EXPECT_FALSE(cache.Create(7).ok());
+  // 6 tables, 5 tokens each -> 2 blocks per table = 12 blocks.
+  EXPECT_EQ(cache.BlocksNeeded(7, 5), 12);
+  ASSERT_TRUE(cache.Reserve(7, 5).ok());
+  EXPECT_EQ(cache.pool().num_free(), 0);
+  ASSERT_TRUE(cache.Create(8).ok());
+  absl::Status s = cache.Reserve(8, 1);
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(cache.pool().num_free(), 0);
+  cache.Free(7);
+  EXPECT_EQ(cache.pool().num_free(), 12);
+  EXPECT_TRUE(cache.Reserve(8, 1).ok());
+  EXPECT_EQ(cache.pool().num_free(), 6);
+  cache.Free(8);
+  cache.Free(12345);  // unknown: ignored
+  EXPECT_EQ(cache.pool().num_free(), 12);
+}
+
+TEST(KvCache, AppendCrossesBlocksAndReadsBack) {
+  KvCache cache(SmallConfig(64));
+  ASSERT_TRUE(cache.Create(1).ok());
+  std::vector<float> k(10 * 4), v(10 * 4);
+  for (int i = 0; i < 40; ++i) k[i] = i, v[i] = -i;
+  ASSERT_TRUE(cache.Reserve(1, 3).ok());
+  cache.Append(1, 1, 2, k.data(), v.data(), 3, 4);
+  ASSERT_TRUE(cache.Reserve(1, 7).ok());
+  cache.Append(1, 1, 2, k.data() + 12, v.data() + 12, 7, 4);
+  const PageTable& t = cache.table(1, 1, 2);
+  EXPECT_EQ(t.length, 10);
+  EXPECT_EQ(t.blocks.size(), 3u);
+  for (int pos = 0; pos < 10; ++pos) {
+    const float* row = cache.pool().k_data() +
+                       (static_cast<int64_t>(t.blocks[pos / 4]) * 4 + pos % 4) * 4;
+    for (int i = 0; i < 4; ++i) EXPECT_EQ(row[i], pos * 4 + i);
+  }
+  EXPECT_EQ(cache.table(1, 0, 0).length, 0);
+  EXPECT_EQ(cache.Length(1), 0);  // other tables are still empty
+}
+
+// Heads keep different numbers of tokens; attention over each head's own table equals
+// attention over exactly the tokens it kept.
+TEST(KvCache, HeadsWithDifferentLengthsAttendOverTheirOwnTokens) {
+  KvCacheConfig c = SmallConfig(64);
+  c.num_layers = 1;
+  c.num_kv_heads = 2;
+  KvCache cache(c);
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd;
+  const int n = 11, d = 4;
+  std::vector<float> k(n * d), v(n * d), q(d);
+  for (auto& x : k) x = nd(rng);
+  for (auto& x : v) x = nd(rng);
+  for (auto& x : q) x = nd(rng);
+  ASSERT_TRUE(cache.Create(5).ok());
+  ASSERT_TRUE(cache.Reserve(5, n).ok());
+  for (int h = 0; h < 2; ++h) cache.Append(5, 0, h, k.data(), v.data(), n, d);
+  int before = cache.pool().num_free();
+  std::vector<int32_t> keep = {0, 1, 9, 10};
+  ASSERT_TRUE(cache.Retain(5, 0, 1, keep).ok());
+  EXPECT_EQ(cache.table(5, 0, 0).length, n);
+  EXPECT_EQ(cache.table(5, 0, 1).length, 4);
+  EXPECT_EQ(cache.pool().num_free(), before + 2);  // 3 blocks -> 1
+  EXPECT_FALSE(cache.Retain(5, 0, 1, {3, 2}).ok());
+  EXPECT_FALSE(cache.Retain(5, 0, 1, {0, 4}).ok());
+
+  for (int h = 0; h < 2; ++h) {
+    const PageTable& t = cache.table(5, 0, h);
+    float o[4], lse;
+    PagedAttentionParams p;
+    p.k_pool = cache.pool().k_data();
+    p.v_pool = cache.pool().v_data();
+    p.block_table = t.blocks.data();
+    p.block_size = c.block_size;
+    p.head_dim = d;
+    p.end = t.length;
+    p.q = q.data();
+    p.scale = 0.5f;
+    p.o = o;
+    p.lse = &lse;
+    PagedPartialAttentionRef(p);
+    std::vector<int> idx;
+    if (h == 0) {
+      for (int i = 0; i < n; ++i) idx.push_back(i);
+    } else {
+      idx.assign(keep.begin(), keep.end());
+    }
+    double m = -INFINITY;
+    std::vector<double> s;
+    for (int i : idx) {
+      double acc = 0;
+      for (int j = 0; j < d; ++j) acc += q[j] * k[i * d + j];
+      s.push_back(acc * 0.5);
+      m = std::max(m, s.back());
+    }
+    double l = 0;
+    std::vector<double> ref(d, 0.0);
+    for (size_t a = 0; a < idx.size(); ++a) l += std::exp(s[a] - m);
+    for (size_t a = 0; a < idx.size(); ++a)
+      for (int j = 0; j < d; ++j) ref[j] += std::exp(s[a] - m) / l * v[idx[a] * d + j];
+    for (int j = 0; j < d; ++j) EXPECT_NEAR(o[j], ref[j], 1e-5) << "head " << h;
+    EXPECT_NEAR(lse, m + std::log(l), 1e-5);
+  }
+}
+
+}  // namespace
+}  // namespace kvasir

@@ -1,0 +1,61 @@
+// Offline generation over the model runner: many requests advanced together, each step mixing
+// prefill chunks and single decode tokens under a token budget. This is the engine loop behind
+// `kvasir generate` and `kvasir bench-engine`; the serving scheduler (scheduler/) replaces its
+// batching policy with admission, preemption and fairness.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+#include "kvcache/kv_cache.h"
+#include "model/model_runner.h"
+#include "model/sampling/sampler.h"
+#include "model/sampling/sampling_params.h"
+#include "model/tokenizer/tokenizer.h"
+
+namespace kvasir {
+
+struct GenerationRequest {
+  std::vector<int32_t> prompt;  // token ids, BOS included when wanted
+  SamplingParams params;
+};
+
+struct GenerationResult {
+  std::vector<int32_t> tokens;         // generated ids (a matched stop token is included)
+  std::vector<SampleResult> samples;   // per generated token: logprob and top-n
+  std::string text;                    // detokenized output, stop strings removed
+  std::string finish_reason;           // "stop" or "length"
+  int32_t prompt_tokens = 0;
+};
+
+struct GeneratorOptions {
+  int32_t max_batch_tokens = 512;  // tokens per forward step (prefill chunks + decodes)
+  int32_t max_sequences = 256;     // sequences per step
+};
+
+// Called for every emitted text delta (stop strings already removed): request index, token id
+// sampled in this step, text.
+using StreamCallback = std::function<void(size_t index, int32_t token, std::string_view text)>;
+
+class Generator {
+ public:
+  // tokenizer may be null: then no text is produced and stop strings are rejected.
+  Generator(ModelRunner* runner, KvCache* cache, const Tokenizer* tokenizer,
+            GeneratorOptions options = {});
+
+  absl::StatusOr<std::vector<GenerationResult>> Generate(
+      const std::vector<GenerationRequest>& requests, const StreamCallback& on_text = nullptr);
+
+ private:
+  ModelRunner* runner_;
+  KvCache* cache_;
+  const Tokenizer* tokenizer_;
+  GeneratorOptions options_;
+  int64_t next_seq_id_ = 1;
+};
+
+}  // namespace kvasir

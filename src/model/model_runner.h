@@ -1,0 +1,63 @@
+// Batched forward pass of a Llama-family model over a head-granular paged KV cache.
+//
+// One Forward() call advances many sequences, each by any number of tokens (prefill chunks and
+// single decode tokens mixed), and returns logits only for the positions asked for. Attention
+// over the history is computed as partial attention per token range returning (o, lse) and
+// merged — the same math the attention workers serve (DESIGN.md).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "common/status.h"
+#include "kvcache/kv_cache.h"
+#include "model/weights.h"
+#include "runtime/backend.h"
+
+namespace kvasir {
+
+struct SequenceInput {
+  int64_t seq_id = 0;            // must exist in the KV cache (KvCache::Create)
+  std::vector<int32_t> tokens;   // [n] new tokens, n >= 1
+  int32_t start_pos = 0;         // position of tokens[0]
+  bool want_logits = true;       // false for non-final prefill chunks
+  bool all_logits = false;       // logits for every token instead of only the last
+};
+
+struct ForwardResult {
+  std::vector<float> logits;       // [num_rows, vocab]
+  std::vector<int32_t> first_row;  // [batch] first logits row of each entry (-1: none)
+  std::vector<int32_t> num_rows;   // [batch]
+  int32_t vocab_size = 0;
+  const float* row(int32_t r) const { return logits.data() + static_cast<int64_t>(r) * vocab_size; }
+};
+
+class ModelRunner {
+ public:
+  ModelRunner(const ModelWeights* weights, Backend* backend, KvCache* cache);
+
+  // Validates the whole batch before touching the cache: unknown sequences, empty inputs,
+  // token ids outside the vocabulary and positions past the context are InvalidArgument; a
+  // full cache is ResourceExhausted.
+  absl::StatusOr<ForwardResult> Forward(const std::vector<SequenceInput>& batch);
+
+  // Cuts each attention range into segments of at most `tokens` (0: one segment), computed
+  // separately and merged; used to check that distributed attention is exact.
+  void set_attention_split(int32_t tokens) { attention_split_ = tokens; }
+
+  const ModelConfig& config() const { return weights_->config; }
+
+ private:
+  const ModelWeights* weights_;
+  Backend* backend_;
+  KvCache* cache_;
+  int32_t attention_split_ = 0;
+  std::vector<float> inv_freq_;  // [head_dim / 2]
+
+  // Scratch, reused across calls.
+  std::vector<float> x_, h_, qkv_, attn_, tmp_, gate_up_, act_;
+  std::vector<float> o_parts_, lse_parts_;
+  std::vector<PagedAttentionParams> items_;
+};
+
+}  // namespace kvasir

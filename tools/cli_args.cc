@@ -1,0 +1,94 @@
+#include "tools/cli_args.h"
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+
+namespace kvasir::cli {
+
+absl::StatusOr<Args> Args::Parse(int argc, char** argv, int first,
+                                 const std::vector<FlagSpec>& specs) {
+  Args a;
+  for (int i = first; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg.rfind("--", 0) != 0 || arg.size() == 2) {
+      return absl::InvalidArgumentError("unexpected argument '" + arg + "'");
+    }
+    std::string name = arg.substr(2), value;
+    bool has_inline = false;
+    if (size_t eq = name.find('='); eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+      has_inline = true;
+    }
+    const FlagSpec* spec = nullptr;
+    for (const FlagSpec& s : specs) {
+      if (s.name == name) spec = &s;
+    }
+    if (!spec) return absl::InvalidArgumentError("unknown flag --" + name);
+    if (spec->takes_value && !has_inline) {
+      if (i + 1 >= argc) return absl::InvalidArgumentError("flag --" + name + " needs a value");
+      value = argv[++i];
+    } else if (!spec->takes_value && has_inline) {
+      return absl::InvalidArgumentError("flag --" + name + " takes no value");
+    }
+    a.values_[name].push_back(value);
+  }
+  return a;
+}
+
+std::string Args::Str(const std::string& name, const std::string& def) const {
+  auto it = values_.find(name);
+  return it == values_.end() ? def : it->second.back();
+}
+
+std::vector<std::string> Args::All(const std::string& name) const {
+  auto it = values_.find(name);
+  return it == values_.end() ? std::vector<std::string>{} : it->second;
+}
+
+absl::StatusOr<int64_t> Args::Int(const std::string& name, int64_t def) const {
+  if (!Has(name)) return def;
+  std::string s = Str(name);
+  char* end = nullptr;
+  errno = 0;
+  long long v = std::strtoll(s.c_str(), &end, 10);
+  if (s.empty() || *end != '\0' || errno == ERANGE) {
+    return absl::InvalidArgumentError("flag --" + name + ": '" + s + "' is not an integer");
+  }
+  return static_cast<int64_t>(v);
+}
+
+absl::StatusOr<double> Args::Float(const std::string& name, double def) const {
+  if (!Has(name)) return def;
+  std::string s = Str(name);
+  char* end = nullptr;
+  errno = 0;
+  double v = std::strtod(s.c_str(), &end);
+  if (s.empty() || *end != '\0' || errno == ERANGE || !std::isfinite(v)) {
+    return absl::InvalidArgumentError("flag --" + name + ": '" + s + "' is not a finite number");
+  }
+  return v;
+}
+
+absl::StatusOr<std::optional<uint64_t>> Args::OptionalUint(const std::string& name) const {
+  if (!Has(name)) return std::optional<uint64_t>();
+  std::string s = Str(name);
+  char* end = nullptr;
+  errno = 0;
+  unsigned long long v = std::strtoull(s.c_str(), &end, 10);
+  if (s.empty() || s[0] == '-' || *end != '\0' || errno == ERANGE) {
+    return absl::InvalidArgumentError("flag --" + name + ": '" + s + "' is not a non-negative integer");
+  }
+  return std::optional<uint64_t>(v);
+}
+
+std::string Usage(const std::string& command, const std::vector<FlagSpec>& specs) {
+  std::string u = "usage: kvasir " + command + " [flags]\n";
+  for (const FlagSpec& s : specs) {
+    u += "  --" + s.name + (s.takes_value ? " VALUE" : "") + "\n      " + s.help + "\n";
+  }
+  return u;
+}
+
+}  // namespace kvasir::cli

@@ -1,0 +1,63 @@
+#include "tools/engine_setup.h"
+
+#include <algorithm>
+#include <filesystem>
+
+#include "common/logging.h"
+#include "model/default_model.h"
+
+namespace kvasir {
+
+absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(const EngineOptions& o) {
+  auto e = std::make_unique<Engine>();
+  e->model_dir = o.model_dir;
+  if (e->model_dir.empty() && !o.dummy) {
+    ASSIGN_OR_RETURN(e->model_dir, FindOrFetchDefaultModel());
+  }
+  LoadOptions lo;
+  lo.dummy = o.dummy;
+  lo.dummy_config = o.dummy_config;
+  lo.seed = o.seed;
+  lo.num_threads = o.threads;
+  ASSIGN_OR_RETURN(e->weights, LoadModelWeights(e->model_dir, lo));
+  const ModelConfig& c = e->weights->config;
+  if (!e->model_dir.empty() && o.need_tokenizer) {
+    auto tok = LoadTokenizer(e->model_dir);
+    if (!tok.ok()) {
+      if (!o.dummy) return tok.status();
+    } else {
+      e->tokenizer = std::move(*tok);
+    }
+  }
+  if (e->tokenizer && e->tokenizer->vocab_size() > c.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tokenizer has ", e->tokenizer->vocab_size(), " tokens but the model only ",
+        c.vocab_size, ": the files do not belong together"));
+  }
+  e->backend = std::make_unique<CpuBackend>(o.threads);
+  KvCacheConfig kc;
+  kc.num_layers = c.num_layers;
+  kc.num_kv_heads = c.num_kv_heads;
+  kc.head_dim = c.head_dim;
+  kc.block_size = o.block_size;
+  int64_t tokens = o.kv_tokens > 0 ? o.kv_tokens : static_cast<int64_t>(c.max_position_embeddings) * 4;
+  int64_t blocks = o.kv_blocks > 0
+                       ? o.kv_blocks
+                       : static_cast<int64_t>(c.num_layers) * c.num_kv_heads *
+                             ((tokens + o.block_size - 1) / o.block_size + 1);
+  const int64_t bytes = blocks * o.block_size * c.head_dim * 2 * static_cast<int64_t>(sizeof(float));
+  if (blocks > INT32_MAX || bytes > (int64_t{64} << 30)) {
+    return absl::ResourceExhaustedError(absl::StrCat("KV cache of ", blocks, " blocks (",
+                                                     bytes >> 20, " MiB) is too large"));
+  }
+  kc.num_blocks = static_cast<int32_t>(blocks);
+  SPDLOG_INFO("model {}: {} layers, dim {}, {} heads / {} kv heads, vocab {}, context {}; KV "
+              "cache {} blocks of {} tokens ({} MiB)",
+              c.name, c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.vocab_size,
+              c.max_position_embeddings, kc.num_blocks, kc.block_size, bytes >> 20);
+  e->cache = std::make_unique<KvCache>(kc);
+  e->runner = std::make_unique<ModelRunner>(e->weights.get(), e->backend.get(), e->cache.get());
+  return e;
+}
+
+}  // namespace kvasir

@@ -1,0 +1,40 @@
+// Shared set-up of the CPU engine for the CLI subcommands: locate and load a model, size a KV
+// cache, build the runner.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+#include "kvcache/kv_cache.h"
+#include "model/model_runner.h"
+#include "model/tokenizer/tokenizer.h"
+#include "model/weights.h"
+#include "runtime/cpu/cpu_backend.h"
+
+namespace kvasir {
+
+struct EngineOptions {
+  std::string model_dir;      // empty: the embedded default model
+  bool dummy = false;
+  std::string dummy_config;   // built-in name or config.json path
+  uint64_t seed = 0;
+  int threads = 2;
+  int64_t kv_blocks = 0;      // 0: enough for kv_tokens tokens
+  int64_t kv_tokens = 0;      // 0: max_position_embeddings * 4
+  int32_t block_size = 16;
+  bool need_tokenizer = true;
+};
+
+struct Engine {
+  std::string model_dir;
+  std::unique_ptr<ModelWeights> weights;
+  std::unique_ptr<Tokenizer> tokenizer;  // null for dummy weights without a tokenizer
+  std::unique_ptr<CpuBackend> backend;
+  std::unique_ptr<KvCache> cache;
+  std::unique_ptr<ModelRunner> runner;
+};
+
+absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(const EngineOptions& options);
+
+}  // namespace kvasir

@@ -1,0 +1,373 @@
+// `kvasir` command-line entry point: generate, tokenize, convert, bench-engine, bench serve.
+// Output meant for the user goes to stdout; logs go to stderr.
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <numeric>
+#include <string>
+
+#include "absl/strings/str_split.h"
+#include "common/logging.h"
+#include "model/default_model.h"
+#include "model/generator.h"
+#include "model/weights.h"
+#ifdef KVASIR_WITH_BENCH_SERVE
+#include "tools/bench/bench_serve.h"
+#endif
+#include "tools/cli_args.h"
+#include "tools/engine_setup.h"
+
+namespace kvasir {
+namespace {
+
+using cli::Args;
+using cli::FlagSpec;
+
+int Fail(const absl::Status& s) {
+  std::fprintf(stderr, "kvasir: error: %s\n", std::string(s.message()).c_str());
+  return s.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+}
+
+const std::vector<FlagSpec> kModelFlags = {
+    {"model", true, "model directory (HF or llama2.c layout); default: embedded stories260K"},
+    {"load-format", true, "auto (default) or dummy (seeded random weights)"},
+    {"dummy-config", true, "config for dummy weights: built-in name or config.json path"},
+    {"threads", true, "CPU threads (default 2)"},
+    {"log-level", true, "debug, info, warn (default), error"},
+    {"help", false, "show this help"},
+};
+
+std::vector<FlagSpec> With(std::vector<FlagSpec> extra) {
+  std::vector<FlagSpec> all = kModelFlags;
+  all.insert(all.end(), extra.begin(), extra.end());
+  return all;
+}
+
+absl::StatusOr<EngineOptions> EngineOptionsFromArgs(const Args& a) {
+  EngineOptions o;
+  o.model_dir = a.Str("model");
+  std::string fmt = a.Str("load-format", "auto");
+  if (fmt != "auto" && fmt != "dummy") {
+    return absl::InvalidArgumentError("--load-format must be auto or dummy");
+  }
+  o.dummy = fmt == "dummy";
+  o.dummy_config = a.Str("dummy-config");
+  if (o.dummy && o.dummy_config.empty() && o.model_dir.empty()) {
+    return absl::InvalidArgumentError("--load-format dummy needs --dummy-config NAME or --model DIR");
+  }
+  ASSIGN_OR_RETURN(int64_t threads, a.Int("threads", 2));
+  if (threads < 1 || threads > 256) return absl::InvalidArgumentError("--threads must be in [1, 256]");
+  o.threads = static_cast<int>(threads);
+  return o;
+}
+
+// ---------------------------------------------------------------------------------------------
+int Generate(int argc, char** argv) {
+  auto specs = With({
+      {"prompt", true, "prompt text (UTF-8)"},
+      {"max-tokens", true, "tokens to generate (default 256)"},
+      {"temperature", true, "sampling temperature; 0 = greedy (default 1.0)"},
+      {"top-p", true, "nucleus sampling mass (default 1.0)"},
+      {"top-k", true, "sample among the k most likely tokens (default off)"},
+      {"min-p", true, "drop tokens below min_p * p_max (default 0)"},
+      {"repetition-penalty", true, "HF repetition penalty (default 1.0)"},
+      {"seed", true, "random seed (same seed, same tokens)"},
+      {"stop", true, "stop string (repeatable)"},
+      {"ignore-eos", false, "keep generating past end-of-sequence tokens"},
+      {"no-bos", false, "do not prepend the BOS token"},
+  });
+  auto a = Args::Parse(argc, argv, 2, specs);
+  if (!a.ok()) return Fail(a.status());
+  if (a->Has("help")) {
+    std::fputs(cli::Usage("generate", specs).c_str(), stdout);
+    return 0;
+  }
+  InitLogging(a->Str("log-level"));
+  auto eo = EngineOptionsFromArgs(*a);
+  if (!eo.ok()) return Fail(eo.status());
+  if (!a->Has("prompt")) return Fail(absl::InvalidArgumentError("--prompt is required"));
+  SamplingParams p;
+  auto max_tokens = a->Int("max-tokens", 256);
+  auto temperature = a->Float("temperature", 1.0);
+  auto top_p = a->Float("top-p", 1.0);
+  auto top_k = a->Int("top-k", 0);
+  auto min_p = a->Float("min-p", 0.0);
+  auto rep = a->Float("repetition-penalty", 1.0);
+  auto seed = a->OptionalUint("seed");
+  for (const absl::Status& s : {max_tokens.status(), temperature.status(), top_p.status(),
+                                top_k.status(), min_p.status(), rep.status(), seed.status()}) {
+    if (!s.ok()) return Fail(s);
+  }
+  if (*max_tokens < 1 || *max_tokens > (1 << 24)) {
+    return Fail(absl::InvalidArgumentError("--max-tokens must be in [1, 16777216]"));
+  }
+  if (*top_k < -1 || *top_k > INT32_MAX) return Fail(absl::InvalidArgumentError("--top-k must be >= 0"));
+  p.max_tokens = static_cast<int32_t>(*max_tokens);
+  p.temperature = static_cast<float>(*temperature);
+  p.top_p = static_cast<float>(*top_p);
+  p.top_k = static_cast<int32_t>(*top_k);
+  p.min_p = static_cast<float>(*min_p);
+  p.repetition_penalty = static_cast<float>(*rep);
+  p.seed = *seed;
+  p.stop = a->All("stop");
+  p.ignore_eos = a->Has("ignore-eos");
+
+  eo->kv_tokens = 0;
+  auto engine = CreateEngine(*eo);
+  if (!engine.ok()) return Fail(engine.status());
+  Engine& e = **engine;
+  if (!e.tokenizer) return Fail(absl::FailedPreconditionError("the model has no tokenizer"));
+  auto ids = e.tokenizer->Encode(a->Str("prompt"), !a->Has("no-bos"));
+  if (!ids.ok()) return Fail(ids.status());
+  if (ids->empty()) return Fail(absl::InvalidArgumentError("the prompt encodes to no tokens"));
+  Generator gen(e.runner.get(), e.cache.get(), e.tokenizer.get());
+  GenerationRequest req{*ids, p};
+  auto t0 = std::chrono::steady_clock::now();
+  auto res = gen.Generate({req}, [](size_t, int32_t, std::string_view text) {
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    std::fflush(stdout);
+  });
+  if (!res.ok()) return Fail(res.status());
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::fputc('\n', stdout);
+  SPDLOG_INFO("{} prompt tokens, {} generated ({}), {:.1f} tok/s", (*res)[0].prompt_tokens,
+              (*res)[0].tokens.size(), (*res)[0].finish_reason, (*res)[0].tokens.size() / secs);
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+int Tokenize(int argc, char** argv) {
+  std::vector<FlagSpec> specs = {
+      {"model", true, "model directory holding tokenizer.json or tokenizer.bin"},
+      {"tokenizer", true, "tokenizer file (tokenizer.json or llama2.c tokenizer.bin)"},
+      {"bos", false, "prepend the BOS token"},
+      {"log-level", true, "log level"},
+      {"help", false, "show this help"},
+  };
+  auto a = Args::Parse(argc, argv, 2, specs);
+  if (!a.ok()) return Fail(a.status());
+  if (a->Has("help")) {
+    std::fputs(cli::Usage("tokenize", specs).c_str(), stdout);
+    return 0;
+  }
+  InitLogging(a->Str("log-level"));
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tok;
+  if (a->Has("tokenizer")) {
+    tok = LoadTokenizerFile(a->Str("tokenizer"));
+  } else if (a->Has("model")) {
+    tok = LoadTokenizer(a->Str("model"));
+  } else {
+    auto dir = FindOrFetchDefaultModel();
+    if (!dir.ok()) return Fail(dir.status());
+    tok = LoadTokenizer(*dir);
+  }
+  if (!tok.ok()) return Fail(tok.status());
+  const bool bos = a->Has("bos");
+  std::string line;
+  int64_t lineno = 0;
+  while (std::getline(std::cin, line)) {
+    ++lineno;
+    auto ids = (*tok)->Encode(line, bos);
+    if (!ids.ok()) {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("line ", lineno, ": ", std::string(ids.status().message()))));
+    }
+    std::string out;
+    for (size_t i = 0; i < ids->size(); ++i) absl::StrAppend(&out, i ? " " : "", (*ids)[i]);
+    out.push_back('\n');
+    std::fwrite(out.data(), 1, out.size(), stdout);
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+int Convert(int argc, char** argv) {
+  std::vector<FlagSpec> specs = {
+      {"from", true, "source model directory (llama2.c or HF layout)"},
+      {"to", true, "destination directory (HF layout: model.safetensors, config.json, tokenizer)"},
+      {"dtype", true, "stored dtype: f32 (default), f16, bf16"},
+      {"log-level", true, "log level"},
+      {"help", false, "show this help"},
+  };
+  auto a = Args::Parse(argc, argv, 2, specs);
+  if (!a.ok()) return Fail(a.status());
+  if (a->Has("help")) {
+    std::fputs(cli::Usage("convert", specs).c_str(), stdout);
+    return 0;
+  }
+  InitLogging(a->Str("log-level"));
+  if (!a->Has("from") || !a->Has("to")) {
+    return Fail(absl::InvalidArgumentError("--from and --to are required"));
+  }
+  auto dtype = ParseDType(a->Str("dtype", "f32"));
+  if (!dtype.ok()) return Fail(dtype.status());
+  LoadOptions lo;
+  lo.num_threads = 2;
+  auto w = LoadModelWeights(a->Str("from"), lo);
+  if (!w.ok()) return Fail(w.status());
+  auto tok = LoadTokenizer(a->Str("from"));
+  if (!tok.ok()) return Fail(tok.status());
+  namespace fs = std::filesystem;
+  const std::string to = a->Str("to");
+  if (absl::Status s = WriteHfModel(**w, to, *dtype); !s.ok()) return Fail(s);
+  if ((*tok)->kind() == "llama2.c") {
+    auto tj = ExportHfTokenizerJson(**tok);
+    if (!tj.ok()) return Fail(tj.status());
+    auto tc = ExportHfTokenizerConfigJson(**tok);
+    if (!tc.ok()) return Fail(tc.status());
+    absl::Status s = WriteStringToFile((fs::path(to) / "tokenizer.json").string(), *tj);
+    if (s.ok()) s = WriteStringToFile((fs::path(to) / "tokenizer_config.json").string(), *tc);
+    if (!s.ok()) return Fail(s);
+  } else {
+    std::error_code ec;
+    for (const char* f : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                          "generation_config.json"}) {
+      fs::path src = fs::path(a->Str("from")) / f;
+      if (fs::exists(src)) {
+        fs::copy_file(src, fs::path(to) / f, fs::copy_options::overwrite_existing, ec);
+        if (ec) return Fail(absl::InternalError("cannot copy " + src.string() + ": " + ec.message()));
+      }
+    }
+  }
+  std::fprintf(stderr, "kvasir: wrote %s (%s)\n", to.c_str(), std::string(DTypeName(*dtype)).c_str());
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Engine benchmark: prefill and decode throughput on dummy weights, printed as a table.
+int BenchEngine(int argc, char** argv) {
+  std::vector<FlagSpec> specs = {
+      {"models", true, "comma-separated built-in configs (default stories15M,tinyllama-1.1b)"},
+      {"batch", true, "comma-separated batch sizes (default 1,8,32)"},
+      {"prompt-len", true, "prompt tokens per sequence (default 32)"},
+      {"decode-steps", true, "decode steps timed per batch size (default 32)"},
+      {"threads", true, "CPU threads (default 2)"},
+      {"log-level", true, "log level"},
+      {"help", false, "show this help"},
+  };
+  auto a = Args::Parse(argc, argv, 2, specs);
+  if (!a.ok()) return Fail(a.status());
+  if (a->Has("help")) {
+    std::fputs(cli::Usage("bench-engine", specs).c_str(), stdout);
+    return 0;
+  }
+  InitLogging(a->Str("log-level"));
+  auto prompt_len = a->Int("prompt-len", 32);
+  auto steps = a->Int("decode-steps", 32);
+  auto threads = a->Int("threads", 2);
+  if (!prompt_len.ok() || !steps.ok() || !threads.ok() || *prompt_len < 1 || *steps < 1 ||
+      *threads < 1) {
+    return Fail(absl::InvalidArgumentError("--prompt-len, --decode-steps, --threads must be >= 1"));
+  }
+  std::vector<std::string> models = absl::StrSplit(a->Str("models", "stories15M,tinyllama-1.1b"), ',');
+  std::vector<int> batches;
+  for (const std::string& b : std::vector<std::string>(absl::StrSplit(a->Str("batch", "1,8,32"), ','))) {
+    int v = std::atoi(b.c_str());
+    if (v < 1) return Fail(absl::InvalidArgumentError("bad --batch entry '" + b + "'"));
+    batches.push_back(v);
+  }
+  const int max_batch = *std::max_element(batches.begin(), batches.end());
+  std::printf("| model | params | threads | batch | prefill tok/s | decode step ms | decode tok/s |\n");
+  std::printf("|---|---|---|---|---|---|---|\n");
+  for (const std::string& m : models) {
+    EngineOptions o;
+    o.dummy = true;
+    o.dummy_config = m;
+    o.threads = static_cast<int>(*threads);
+    o.need_tokenizer = false;
+    o.kv_tokens = static_cast<int64_t>(max_batch) * (*prompt_len + *steps + 1);
+    auto eng = CreateEngine(o);
+    if (!eng.ok()) return Fail(eng.status());
+    Engine& e = **eng;
+    const ModelConfig& c = e.weights->config;
+    for (int B : batches) {
+      using Clock = std::chrono::steady_clock;
+      std::vector<SequenceInput> batch(B);
+      for (int b = 0; b < B; ++b) {
+        (void)e.cache->Create(1000 + b);
+        batch[b].seq_id = 1000 + b;
+        batch[b].tokens.resize(*prompt_len);
+        for (int i = 0; i < *prompt_len; ++i) batch[b].tokens[i] = (7 + 31 * i + 17 * b) % c.vocab_size;
+      }
+      auto t0 = Clock::now();
+      auto out = e.runner->Forward(batch);
+      if (!out.ok()) return Fail(out.status());
+      double prefill = std::chrono::duration<double>(Clock::now() - t0).count();
+      std::vector<int32_t> next(B);
+      auto argmax = [&](const ForwardResult& r) {
+        for (int b = 0; b < B; ++b) {
+          const float* row = r.row(r.first_row[b]);
+          next[b] = static_cast<int32_t>(std::max_element(row, row + c.vocab_size) - row);
+        }
+      };
+      argmax(*out);
+      auto t1 = Clock::now();
+      for (int s = 0; s < *steps; ++s) {
+        for (int b = 0; b < B; ++b) {
+          batch[b].start_pos = static_cast<int32_t>(*prompt_len + s);
+          batch[b].tokens = {next[b]};
+        }
+        auto o2 = e.runner->Forward(batch);
+        if (!o2.ok()) return Fail(o2.status());
+        argmax(*o2);
+      }
+      double decode = std::chrono::duration<double>(Clock::now() - t1).count();
+      for (int b = 0; b < B; ++b) e.cache->Free(1000 + b);
+      std::printf("| %s | %.1fM | %d | %d | %.0f | %.2f | %.1f |\n", m.c_str(),
+                  c.NumParameters() / 1e6, e.backend->num_threads(), B,
+                  B * *prompt_len / prefill, decode * 1e3 / *steps, B * *steps / decode);
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}
+
+void PrintUsage() {
+  std::fputs(
+      "usage: kvasir COMMAND [flags]\n"
+      "commands:\n"
+      "  generate      generate a continuation of --prompt and print it\n"
+      "  tokenize      print token ids of each stdin line\n"
+      "  convert       write a model in the HF layout (safetensors + config.json + tokenizer)\n"
+      "  bench-engine  engine throughput table on dummy weights\n"
+      "  bench serve   load-test an OpenAI-compatible server (vLLM-compatible flags)\n"
+      "run `kvasir COMMAND --help` for a command's flags\n",
+      stderr);
+}
+
+}  // namespace
+}  // namespace kvasir
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    kvasir::PrintUsage();
+    return 2;
+  }
+  std::string cmd = argv[1];
+  if (cmd == "generate") return kvasir::Generate(argc, argv);
+  if (cmd == "tokenize") return kvasir::Tokenize(argc, argv);
+  if (cmd == "convert") return kvasir::Convert(argc, argv);
+  if (cmd == "bench-engine") return kvasir::BenchEngine(argc, argv);
+  if (cmd == "bench") {
+    if (argc < 3 || std::string(argv[2]) != "serve") {
+      std::fputs("usage: kvasir bench serve [flags]\n", stderr);
+      return 2;
+    }
+#ifdef KVASIR_WITH_BENCH_SERVE
+    return kvasir::RunBenchServe(argc - 2, argv + 2);
+#else
+    std::fputs("kvasir: this build has no bench serve (tools/bench left out)\n", stderr);
+    return 2;
+#endif
+  }
+  if (cmd == "--help" || cmd == "-h" || cmd == "help") {
+    kvasir::PrintUsage();
+    return 0;
+  }
+  std::fprintf(stderr, "kvasir: unknown command '%s'\n", cmd.c_str());
+  kvasir::PrintUsage();
+  return 2;
+}
