@@ -9,6 +9,8 @@
 #include <numeric>
 #include <string>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "common/logging.h"
 #include "model/default_model.h"
@@ -325,6 +327,53 @@ int BenchEngine(int argc, char** argv) {
   return 0;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Prints the logits of every position of a prompt given as token ids, as JSON (for parity
+// checks against other implementations).
+int Logits(int argc, char** argv) {
+  auto specs = With({{"ids", true, "comma-separated prompt token ids"}});
+  auto a = Args::Parse(argc, argv, 2, specs);
+  if (!a.ok()) return Fail(a.status());
+  if (a->Has("help")) {
+    std::fputs(cli::Usage("logits", specs).c_str(), stdout);
+    return 0;
+  }
+  InitLogging(a->Str("log-level"));
+  auto eo = EngineOptionsFromArgs(*a);
+  if (!eo.ok()) return Fail(eo.status());
+  eo->need_tokenizer = false;
+  std::vector<int32_t> ids;
+  for (const std::string& t : std::vector<std::string>(absl::StrSplit(a->Str("ids"), ','))) {
+    int32_t v;
+    if (!absl::SimpleAtoi(t, &v)) return Fail(absl::InvalidArgumentError("bad --ids entry '" + t + "'"));
+    ids.push_back(v);
+  }
+  auto engine = CreateEngine(*eo);
+  if (!engine.ok()) return Fail(engine.status());
+  Engine& e = **engine;
+  if (absl::Status s = e.cache->Create(1); !s.ok()) return Fail(s);
+  SequenceInput in;
+  in.seq_id = 1;
+  in.tokens = ids;
+  in.all_logits = true;
+  auto out = e.runner->Forward({in});
+  if (!out.ok()) return Fail(out.status());
+  std::string js = "{\"ids\": [";
+  for (size_t i = 0; i < ids.size(); ++i) absl::StrAppend(&js, i ? ", " : "", ids[i]);
+  js += "], \"logits\": [";
+  for (int32_t r = 0; r < out->num_rows[0]; ++r) {
+    js += r ? ", [" : "[";
+    const float* row = out->row(r);
+    for (int32_t v = 0; v < out->vocab_size; ++v) {
+      absl::StrAppend(&js, v ? ", " : "", absl::StrFormat("%.8g", row[v]));
+    }
+    js += "]";
+  }
+  js += "]}\n";
+  std::fwrite(js.data(), 1, js.size(), stdout);
+  return 0;
+}
+
 void PrintUsage() {
   std::fputs(
       "usage: kvasir COMMAND [flags]\n"
@@ -333,6 +382,7 @@ void PrintUsage() {
       "  tokenize      print token ids of each stdin line\n"
       "  convert       write a model in the HF layout (safetensors + config.json + tokenizer)\n"
       "  bench-engine  engine throughput table on dummy weights\n"
+      "  logits        print the logits of every prompt position (--ids) as JSON\n"
       "  bench serve   load-test an OpenAI-compatible server (vLLM-compatible flags)\n"
       "run `kvasir COMMAND --help` for a command's flags\n",
       stderr);
@@ -351,6 +401,7 @@ int main(int argc, char** argv) {
   if (cmd == "tokenize") return kvasir::Tokenize(argc, argv);
   if (cmd == "convert") return kvasir::Convert(argc, argv);
   if (cmd == "bench-engine") return kvasir::BenchEngine(argc, argv);
+  if (cmd == "logits") return kvasir::Logits(argc, argv);
   if (cmd == "bench") {
     if (argc < 3 || std::string(argv[2]) != "serve") {
       std::fputs("usage: kvasir bench serve [flags]\n", stderr);

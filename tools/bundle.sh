@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Builds Kvasir for the H200 device machine (sm_90 + PTX) and copies the binaries with every
+# non-glibc shared library they need into bundle/ (git-ignored), ready to `carry`.
+# On the device: export LD_LIBRARY_PATH=$PWD/bundle/lib; bundle/bin/kvasir ...
+# Also copies the default model (stories260K) into bundle/models, since ../shared does not travel.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build-bundle}
+cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKVASIR_BUILD_TESTS=${KVASIR_BUNDLE_TESTS:-OFF} \
+  -DCMAKE_CUDA_ARCHITECTURES="90-real;90-virtual" ${BUNDLE_CMAKE_ARGS:-} >/dev/null
+cmake --build "$BUILD" -j "${JOBS:-$(nproc)}" ${BUNDLE_TARGETS:+--target $BUNDLE_TARGETS}
+rm -rf bundle
+mkdir -p bundle/bin bundle/lib bundle/models
+for f in "$BUILD"/bin/*; do
+  [[ -x "$f" && -f "$f" ]] && cp "$f" bundle/bin/
+done
+# Every resolved library except glibc's own (the device has a newer glibc).
+for f in bundle/bin/*; do
+  ldd "$f" | awk '/=> \//{print $3}'
+done | sort -u | while read -r lib; do
+  case "$(basename "$lib")" in
+    libc.so*|libm.so*|libpthread.so*|libdl.so*|librt.so*|ld-linux*|libresolv.so*|libcuda.so*) ;;
+    libstdc++.so*|libgcc_s.so*) ;;  # the device (Ubuntu 24.04) has newer ones
+    *) cp -L "$lib" bundle/lib/ ;;
+  esac
+done
+for d in ../shared/models/stories260K shared/models/stories260K; do
+  if [[ -f "$d/model.bin" ]]; then cp -r "$d" bundle/models/; break; fi
+done
+du -sh bundle
