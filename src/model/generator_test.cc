@@ -1,0 +1,120 @@
+#include "model/generator.h"
+
+#include "gtest/gtest.h"
+#include "model/testing_util.h"
+#include "runtime/cpu/cpu_backend.h"
+
+namespace kvasir {
+namespace {
+
+class GeneratorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string dir = testing::Stories260KDir();
+    ASSERT_FALSE(dir.empty());
+    auto w = LoadModelWeights(dir, LoadOptions{});
+    ASSERT_TRUE(w.ok());
+    weights_ = std::move(*w);
+    auto t = LoadTokenizer(dir);
+    ASSERT_TRUE(t.ok()) << t.status();
+    tok_ = std::move(*t);
+    KvCacheConfig kc{weights_->config.num_layers, weights_->config.num_kv_heads,
+                     weights_->config.head_dim, 16, 4000};
+    backend_ = std::make_unique<CpuBackend>(2);
+    cache_ = std::make_unique<KvCache>(kc);
+    runner_ = std::make_unique<ModelRunner>(weights_.get(), backend_.get(), cache_.get());
+  }
+  GenerationRequest Req(const std::string& prompt, int max_tokens) {
+    GenerationRequest r;
+    r.prompt = *tok_->Encode(prompt, true);
+    r.params.temperature = 0;
+    r.params.max_tokens = max_tokens;
+    return r;
+  }
+  std::unique_ptr<ModelWeights> weights_;
+  std::unique_ptr<Tokenizer> tok_;
+  std::unique_ptr<CpuBackend> backend_;
+  std::unique_ptr<KvCache> cache_;
+  std::unique_ptr<ModelRunner> runner_;
+};
+
+TEST_F(GeneratorTest, BatchOfRequestsEqualsEachAlone) {
+  std::vector<GenerationRequest> reqs = {Req("Once upon a time", 50), Req("Tom had a big dog", 30),
+                                         Req("The sun", 64)};
+  reqs[1].params.temperature = 0.8f;
+  reqs[1].params.seed = 3;
+  Generator gen(runner_.get(), cache_.get(), tok_.get(), GeneratorOptions{7, 256});
+  auto together = gen.Generate(reqs);
+  ASSERT_TRUE(together.ok()) << together.status();
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    auto alone = gen.Generate({reqs[i]});
+    ASSERT_TRUE(alone.ok());
+    EXPECT_EQ((*together)[i].tokens, (*alone)[0].tokens) << i;
+    EXPECT_EQ((*together)[i].text, (*alone)[0].text) << i;
+    EXPECT_EQ((*together)[i].text, tok_->Decode((*alone)[0].tokens)) << i;
+  }
+  EXPECT_EQ((*together)[0].finish_reason, "length");
+  EXPECT_EQ((*together)[0].tokens.size(), 50u);
+  EXPECT_EQ(cache_->pool().num_free(), 4000);
+}
+
+TEST_F(GeneratorTest, StopStringsCutTheTextAndStreamEqualsResult) {
+  GenerationRequest r = Req("Once upon a time", 100);
+  r.params.stop = {"Lily"};
+  std::string streamed;
+  Generator gen(runner_.get(), cache_.get(), tok_.get());
+  auto res = gen.Generate({r}, [&](size_t, int32_t, std::string_view t) { streamed += t; });
+  ASSERT_TRUE(res.ok());
+  EXPECT_EQ((*res)[0].text, ", there was a little girl named ");
+  EXPECT_EQ(streamed, (*res)[0].text);
+  EXPECT_EQ((*res)[0].finish_reason, "stop");
+}
+
+TEST_F(GeneratorTest, StopTokenIdsEosAndLogprobs) {
+  GenerationRequest base = Req("Once upon a time", 20);
+  Generator gen(runner_.get(), cache_.get(), tok_.get());
+  auto full = gen.Generate({base});
+  ASSERT_TRUE(full.ok());
+  const auto& toks = (*full)[0].tokens;
+  ASSERT_GE(toks.size(), 5u);
+  GenerationRequest r = base;
+  r.params.stop_token_ids = {toks[3]};
+  r.params.logprobs = 3;
+  auto cut = gen.Generate({r});
+  ASSERT_TRUE(cut.ok());
+  auto first = std::find(toks.begin(), toks.end(), toks[3]) - toks.begin();
+  EXPECT_EQ((*cut)[0].tokens.size(), static_cast<size_t>(first + 1));
+  EXPECT_EQ((*cut)[0].finish_reason, "stop");
+  for (const SampleResult& s : (*cut)[0].samples) {
+    ASSERT_EQ(s.top.size(), 3u);
+    EXPECT_EQ(s.top[0].token, s.token);  // greedy picks the most likely
+    EXPECT_LE(s.logprob, 0.0f);
+    EXPECT_GE(s.top[0].logprob, s.top[1].logprob);
+  }
+  // Generation runs to the end of a story (BOS) unless ignore_eos.
+  GenerationRequest longer = Req("Once upon a time", 400);
+  auto story = gen.Generate({longer});
+  ASSERT_TRUE(story.ok());
+  if ((*story)[0].finish_reason == "stop") {
+    EXPECT_EQ((*story)[0].tokens.back(), 1);
+  }
+  longer.params.ignore_eos = true;
+  longer.params.max_tokens = 600;
+  auto to_ctx = gen.Generate({longer});
+  ASSERT_TRUE(to_ctx.ok());
+  EXPECT_EQ((*to_ctx)[0].finish_reason, "length");
+  EXPECT_EQ((*to_ctx)[0].tokens.size() + longer.prompt.size(), 512u + 1);  // context is full
+}
+
+TEST_F(GeneratorTest, RejectsInvalidRequestsUpFront) {
+  Generator gen(runner_.get(), cache_.get(), tok_.get());
+  GenerationRequest r = Req("hi", 5);
+  r.params.top_p = 0;
+  EXPECT_EQ(gen.Generate({Req("ok", 3), r}).status().code(), absl::StatusCode::kInvalidArgument);
+  GenerationRequest e;
+  EXPECT_FALSE(gen.Generate({e}).ok());
+  EXPECT_EQ(cache_->num_sequences(), 0u);
+}
+
+}  // namespace
+}  // namespace kvasir
