@@ -19,17 +19,17 @@ namespace fs = std::filesystem;
 namespace {
 
 struct RemoteFile {
-  const char* name;  // local file name
-  const char* url;
+  const char* name;    // local file name
+  const char* remote;  // file name under the base URL
   const char* sha256;
 };
 
 // The same files as ../shared/models/stories260K (see its README): stories260K.bin is the
 // legacy-format checkpoint, tok512.bin its 512-token tokenizer.
 constexpr RemoteFile kFiles[] = {
-    {"model.bin", "https://huggingface.co/karpathy/tinyllamas/resolve/main/stories260K/stories260K.bin",
+    {"model.bin", "stories260K.bin",
      "b0a507e7ad0f626624f17112325e66691f9076d622e1d3274d103d00299f2696"},
-    {"tokenizer.bin", "https://huggingface.co/karpathy/tinyllamas/resolve/main/stories260K/tok512.bin",
+    {"tokenizer.bin", "tok512.bin",
      "037cb335abb25d1fa9e8ecae30ed2a3a8ace9302862ebcdc05d51a6bbb10c312"},
 };
 
@@ -121,20 +121,29 @@ absl::StatusOr<std::string> FindOrFetchDefaultModel() {
   }
   fs::path cache = CacheDir() / kDefaultModelName;
   if (HasModel(cache)) return cache.string();
+  const char* base = std::getenv("KVASIR_MODEL_BASE_URL");
+  return FetchDefaultModel(base && *base ? base : kDefaultModelBaseUrl, cache.string());
+}
+
+absl::StatusOr<std::string> FetchDefaultModel(const std::string& base_url,
+                                              const std::string& dest_dir) {
+  fs::path cache(dest_dir);
+  std::error_code ec;
   fs::create_directories(cache, ec);
   if (ec) return absl::PermissionDeniedError("cannot create cache " + cache.string() + ": " + ec.message());
-  SPDLOG_WARN("default model {} not found locally; downloading into {}", kDefaultModelName,
-              cache.string());
+  SPDLOG_WARN("default model {} not found locally; downloading from {} into {}", kDefaultModelName,
+              base_url, cache.string());
   curl_global_init(CURL_GLOBAL_DEFAULT);
   for (const RemoteFile& f : kFiles) {
+    const std::string url = base_url + "/" + f.remote;
     fs::path tmp = cache / (std::string(f.name) + ".part." + std::to_string(::getpid()));
-    absl::Status s = Download(f.url, tmp);
+    absl::Status s = Download(url, tmp);
     if (s.ok()) {
       auto sha = Sha256File(tmp.string());
       if (!sha.ok()) {
         s = sha.status();
       } else if (*sha != f.sha256) {
-        s = absl::DataLossError(absl::StrCat("downloaded ", f.url, " has SHA-256 ", *sha,
+        s = absl::DataLossError(absl::StrCat("downloaded ", url, " has SHA-256 ", *sha,
                                              ", expected ", f.sha256));
       }
     }

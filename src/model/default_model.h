@@ -15,7 +15,17 @@ namespace kvasir {
 
 inline constexpr char kDefaultModelName[] = "stories260K";
 
+// The public source; $KVASIR_MODEL_BASE_URL overrides it (a mirror, or file:// for tests).
+inline constexpr char kDefaultModelBaseUrl[] =
+    "https://huggingface.co/karpathy/tinyllamas/resolve/main/stories260K";
+
 absl::StatusOr<std::string> FindOrFetchDefaultModel();
+
+// Downloads stories260K.bin and tok512.bin from base_url into dest_dir as model.bin and
+// tokenizer.bin, each checked against its SHA-256 before it is moved into place; on any error
+// nothing partial is left behind. Returns dest_dir.
+absl::StatusOr<std::string> FetchDefaultModel(const std::string& base_url,
+                                              const std::string& dest_dir);
 
 // SHA-256 of a file, lower-case hex.
 absl::StatusOr<std::string> Sha256File(const std::string& path);
