@@ -1,0 +1,95 @@
+// Native request/response types of the OpenAI-compatible API. JSON never leaves src/api/:
+// requests are parsed into these structs as early as possible, responses are written from them.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "model/sampling/sampling_params.h"
+
+namespace kvasir::api {
+
+enum class Endpoint { kCompletions, kChatCompletions };
+
+struct ChatMessage {
+  std::string role;     // system | user | assistant | tool | developer
+  std::string content;  // text parts concatenated
+};
+
+struct CompletionRequest {
+  Endpoint endpoint = Endpoint::kCompletions;
+  std::string model;
+  // /v1/completions: the prompt as text, or as token ids (exactly one of the two is set).
+  std::optional<std::string> prompt_text;
+  std::optional<std::vector<int32_t>> prompt_ids;
+  // /v1/chat/completions
+  std::vector<ChatMessage> messages;
+  bool add_generation_prompt = true;
+
+  SamplingParams params;       // max_tokens defaults to the remaining context when absent
+  bool max_tokens_given = false;
+  bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage
+  bool echo = false;           // completions: prepend the prompt to the output
+  std::string user;
+};
+
+// An error in OpenAI's shape: {"error": {"message", "type", "param", "code"}}.
+struct ApiError {
+  int http_status = 400;
+  std::string type = "invalid_request_error";
+  std::string message;
+  std::string param;  // "" -> null
+  std::string code;   // "" -> null
+};
+
+ApiError BadRequest(std::string message, std::string param = "");
+
+// Parses and validates a request body (everything that can be checked without the model).
+std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_view body,
+                                                                  Endpoint endpoint);
+
+std::string ErrorJson(const ApiError& e);
+
+struct Usage {
+  int32_t prompt_tokens = 0;
+  int32_t completion_tokens = 0;
+};
+
+struct TopLogprob {
+  std::string token;
+  float logprob;
+};
+struct TokenLogprobs {
+  std::string token;
+  float logprob;
+  std::vector<TopLogprob> top;
+};
+
+// Whole (non-streaming) response bodies.
+std::string CompletionResponseJson(const std::string& id, int64_t created, const std::string& model,
+                                   const std::string& text, const std::string& finish_reason,
+                                   const Usage& usage, const std::vector<TokenLogprobs>* logprobs);
+std::string ChatResponseJson(const std::string& id, int64_t created, const std::string& model,
+                             const std::string& text, const std::string& finish_reason,
+                             const Usage& usage);
+
+// One server-sent event "data: {...}\n\n" of a stream. finish_reason "" -> null.
+// For chat, `first` adds the assistant role to the delta.
+std::string CompletionChunkEvent(const std::string& id, int64_t created, const std::string& model,
+                                 const std::string& text, const std::string& finish_reason);
+std::string ChatChunkEvent(const std::string& id, int64_t created, const std::string& model,
+                           const std::string& text, const std::string& finish_reason, bool first);
+// The final usage chunk (choices: []), sent when stream_options.include_usage is true.
+std::string UsageChunkEvent(Endpoint endpoint, const std::string& id, int64_t created,
+                            const std::string& model, const Usage& usage);
+inline constexpr char kDoneEvent[] = "data: [DONE]\n\n";
+
+// GET /v1/models
+std::string ModelsJson(const std::vector<std::string>& model_ids, int64_t created,
+                       int32_t max_model_len);
+
+}  // namespace kvasir::api
