@@ -8,8 +8,8 @@
 
 namespace kvasir {
 
-absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(const EngineOptions& o) {
-  auto e = std::make_unique<Engine>();
+absl::StatusOr<std::unique_ptr<LocalModel>> CreateLocalModel(const EngineOptions& o) {
+  auto e = std::make_unique<LocalModel>();
   e->model_dir = o.model_dir;
   if (e->model_dir.empty() && !o.dummy) {
     ASSIGN_OR_RETURN(e->model_dir, FindOrFetchDefaultModel());

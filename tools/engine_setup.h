@@ -26,7 +26,7 @@ struct EngineOptions {
   bool need_tokenizer = true;
 };
 
-struct Engine {
+struct LocalModel {
   std::string model_dir;
   std::unique_ptr<ModelWeights> weights;
   std::unique_ptr<Tokenizer> tokenizer;  // null for dummy weights without a tokenizer
@@ -35,6 +35,6 @@ struct Engine {
   std::unique_ptr<ModelRunner> runner;
 };
 
-absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(const EngineOptions& options);
+absl::StatusOr<std::unique_ptr<LocalModel>> CreateLocalModel(const EngineOptions& options);
 
 }  // namespace kvasir

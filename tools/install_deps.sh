@@ -4,7 +4,7 @@
 set -euo pipefail
 PKGS=(build-essential cmake ninja-build ccache pkg-config git ca-certificates curl
   libabsl-dev libspdlog-dev libfmt-dev libgtest-dev libgmock-dev nlohmann-json3-dev
-  libopenblas-dev libpcre2-dev libcurl4-openssl-dev libssl-dev
+  libopenblas-dev libpcre2-dev libcurl4-openssl-dev libssl-dev libcpp-httplib-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   python3 python3-numpy nodejs npm)
 missing=()

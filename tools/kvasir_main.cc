@@ -1,5 +1,7 @@
 // `kvasir` command-line entry point: generate, tokenize, convert, bench-engine, bench serve.
 // Output meant for the user goes to stdout; logs go to stderr.
+#include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -12,6 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "api/http_server.h"
 #include "common/logging.h"
 #include "model/default_model.h"
 #include "model/generator.h"
@@ -118,9 +121,9 @@ int Generate(int argc, char** argv) {
   p.ignore_eos = a->Has("ignore-eos");
 
   eo->kv_tokens = 0;
-  auto engine = CreateEngine(*eo);
+  auto engine = CreateLocalModel(*eo);
   if (!engine.ok()) return Fail(engine.status());
-  Engine& e = **engine;
+  LocalModel& e = **engine;
   if (!e.tokenizer) return Fail(absl::FailedPreconditionError("the model has no tokenizer"));
   auto ids = e.tokenizer->Encode(a->Str("prompt"), !a->Has("no-bos"));
   if (!ids.ok()) return Fail(ids.status());
@@ -281,9 +284,9 @@ int BenchEngine(int argc, char** argv) {
     o.threads = static_cast<int>(*threads);
     o.need_tokenizer = false;
     o.kv_tokens = static_cast<int64_t>(max_batch) * (*prompt_len + *steps + 1);
-    auto eng = CreateEngine(o);
+    auto eng = CreateLocalModel(o);
     if (!eng.ok()) return Fail(eng.status());
-    Engine& e = **eng;
+    LocalModel& e = **eng;
     const ModelConfig& c = e.weights->config;
     for (int B : batches) {
       using Clock = std::chrono::steady_clock;
@@ -348,9 +351,9 @@ int Logits(int argc, char** argv) {
     if (!absl::SimpleAtoi(t, &v)) return Fail(absl::InvalidArgumentError("bad --ids entry '" + t + "'"));
     ids.push_back(v);
   }
-  auto engine = CreateEngine(*eo);
+  auto engine = CreateLocalModel(*eo);
   if (!engine.ok()) return Fail(engine.status());
-  Engine& e = **engine;
+  LocalModel& e = **engine;
   if (absl::Status s = e.cache->Create(1); !s.ok()) return Fail(s);
   SequenceInput in;
   in.seq_id = 1;
@@ -374,10 +377,99 @@ int Logits(int argc, char** argv) {
   return 0;
 }
 
+// ---------------------------------------------------------------------------------------------
+// `kvasir serve`: router + decoder + attention in one process (in-process links), OpenAI HTTP.
+int Serve(int argc, char** argv) {
+  auto specs = With({
+      {"host", true, "listen address (default 127.0.0.1)"},
+      {"port", true, "HTTP port (default 8000; 0 picks a free one and prints it)"},
+      {"api-key", true, "require Authorization: Bearer KEY"},
+      {"served-model-name", true, "model id reported and accepted (default: model dir name)"},
+      {"max-num-seqs", true, "sequences per step (default 64)"},
+      {"max-num-batched-tokens", true, "tokens per step (default 512)"},
+      {"max-waiting", true, "queued requests before 429 (default 1024)"},
+      {"kv-blocks", true, "KV blocks of 16 tokens in the pool (default: 64 full contexts)"},
+  });
+  auto a = Args::Parse(argc, argv, 2, specs);
+  if (!a.ok()) return Fail(a.status());
+  if (a->Has("help")) {
+    std::fputs(cli::Usage("serve", specs).c_str(), stdout);
+    return 0;
+  }
+  InitLogging(a->Str("log-level", "info"));
+  auto eo = EngineOptionsFromArgs(*a);
+  if (!eo.ok()) return Fail(eo.status());
+  auto port = a->Int("port", 8000);
+  auto seqs = a->Int("max-num-seqs", 64);
+  auto tokens = a->Int("max-num-batched-tokens", 512);
+  auto waiting = a->Int("max-waiting", 1024);
+  auto blocks = a->Int("kv-blocks", 0);
+  for (const absl::Status& s : {port.status(), seqs.status(), tokens.status(), waiting.status(), blocks.status()}) {
+    if (!s.ok()) return Fail(s);
+  }
+  if (*port < 0 || *port > 65535 || *seqs < 1 || *tokens < 1 || *waiting < 1 || *blocks < 0) {
+    return Fail(absl::InvalidArgumentError("--port, --max-num-seqs, --max-num-batched-tokens, --max-waiting or --kv-blocks out of range"));
+  }
+  eo->kv_blocks = *blocks;
+  auto engine = CreateLocalModel(*eo);
+  if (!engine.ok()) return Fail(engine.status());
+  LocalModel& e = **engine;
+  if (!e.tokenizer) return Fail(absl::FailedPreconditionError("the model has no tokenizer"));
+  if (*blocks == 0) {
+    // Default pool: 64 full contexts, capped at 4 GiB of KV.
+    const ModelConfig& c = e.weights->config;
+    int64_t per_ctx = int64_t{c.num_layers} * c.num_kv_heads * ((c.max_position_embeddings + 15) / 16);
+    int64_t bytes_per_block = int64_t{16} * c.head_dim * 2 * 4;
+    int64_t n = std::min<int64_t>(per_ctx * 64, (int64_t{4} << 30) / bytes_per_block);
+    KvCacheConfig kc = e.cache->config();
+    kc.num_blocks = static_cast<int32_t>(n);
+    e.runner.reset();
+    e.cache = std::make_unique<KvCache>(kc);
+    e.runner = std::make_unique<ModelRunner>(e.weights.get(), e.backend.get(), e.cache.get());
+  }
+  EngineConfig ec;
+  ec.max_num_seqs = static_cast<int32_t>(*seqs);
+  ec.max_num_batched_tokens = static_cast<int32_t>(*tokens);
+  ec.max_waiting = static_cast<int32_t>(*waiting);
+  kvasir::Engine loop(e.runner.get(), e.cache.get(), ec);
+  ServiceConfig sc;
+  sc.model_name = a->Str("served-model-name", std::filesystem::path(e.model_dir).filename().string());
+  if (sc.model_name.empty()) sc.model_name = e.weights->config.name;
+  auto tc = ReadFileToString((std::filesystem::path(e.model_dir) / "tokenizer_config.json").string());
+  sc.chat_format = api::DetectChatFormat(tc.ok() ? *tc : "");
+  CompletionService service(&loop, e.tokenizer.get(), sc);
+  api::HttpServerConfig hc;
+  hc.host = a->Str("host", "127.0.0.1");
+  hc.port = static_cast<int>(*port);
+  hc.api_key = a->Str("api-key");
+  api::HttpServer http(&service, hc);
+
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);  // threads started below inherit the mask
+  loop.Start();
+  auto bound = http.Start();
+  if (!bound.ok()) return Fail(bound.status());
+  std::fprintf(stderr, "kvasir: serving %s (chat format %s, %d KV blocks) on http://%s:%d\n",
+               sc.model_name.c_str(), api::ChatFormatName(sc.chat_format),
+               e.cache->pool().num_blocks(), hc.host.c_str(), *bound);
+  std::printf("%d\n", *bound);
+  std::fflush(stdout);
+  int sig = 0;
+  sigwait(&set, &sig);
+  std::fprintf(stderr, "kvasir: signal %d, shutting down\n", sig);
+  loop.Stop();  // aborts in-flight requests, so their handlers return
+  http.Stop();
+  return 0;
+}
+
 void PrintUsage() {
   std::fputs(
       "usage: kvasir COMMAND [flags]\n"
       "commands:\n"
+      "  serve         OpenAI-compatible HTTP server, all roles in one process\n"
       "  generate      generate a continuation of --prompt and print it\n"
       "  tokenize      print token ids of each stdin line\n"
       "  convert       write a model in the HF layout (safetensors + config.json + tokenizer)\n"
@@ -402,6 +494,7 @@ int main(int argc, char** argv) {
   if (cmd == "convert") return kvasir::Convert(argc, argv);
   if (cmd == "bench-engine") return kvasir::BenchEngine(argc, argv);
   if (cmd == "logits") return kvasir::Logits(argc, argv);
+  if (cmd == "serve") return kvasir::Serve(argc, argv);
   if (cmd == "bench") {
     if (argc < 3 || std::string(argv[2]) != "serve") {
       std::fputs("usage: kvasir bench serve [flags]\n", stderr);

@@ -1,0 +1,219 @@
+#include "api/http_server.h"
+
+#include <httplib.h>
+
+#include <sys/socket.h>
+
+#include <atomic>
+#include <chrono>
+#include <ctime>
+
+#include "common/logging.h"
+
+namespace kvasir::api {
+
+namespace {
+
+int64_t NowUnix() { return static_cast<int64_t>(std::time(nullptr)); }
+
+void SendError(httplib::Response& res, const ApiError& e) {
+  res.status = e.http_status;
+  res.set_content(ErrorJson(e), "application/json");
+}
+
+struct StreamState {
+  std::shared_ptr<CompletionStream> stream;
+  CompletionRequest req;
+  std::string id;
+  std::string model;
+  int64_t created = 0;
+  bool first = true;
+  bool sent_done = false;
+};
+
+}  // namespace
+
+HttpServer::HttpServer(CompletionService* service, HttpServerConfig config)
+    : service_(service), config_(std::move(config)), server_(std::make_unique<httplib::Server>()) {
+  const int threads = config_.num_threads;
+  server_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  Routes();
+}
+
+HttpServer::~HttpServer() { Stop(); }
+
+void HttpServer::Routes() {
+  httplib::Server& s = *server_;
+  const std::string key = config_.api_key;
+  s.set_pre_routing_handler([key](const httplib::Request& req, httplib::Response& res) {
+    if (key.empty() || req.path == "/health" || req.path == "/metrics") {
+      return httplib::Server::HandlerResponse::Unhandled;
+    }
+    if (req.get_header_value("Authorization") != "Bearer " + key) {
+      ApiError e;
+      e.http_status = 401;
+      e.type = "authentication_error";
+      e.message = "invalid or missing API key (Authorization: Bearer ...)";
+      SendError(res, e);
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
+  s.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
+    ApiError e;
+    e.http_status = 500;
+    e.type = "internal_error";
+    e.message = "internal error";
+    SendError(res, e);
+  });
+  s.Get("/health", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content("{\"status\": \"ok\"}", "application/json");
+  });
+  s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(service_->RenderMetrics(), "text/plain; version=0.0.4");
+  });
+  s.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(ModelsJson({service_->model_name()}, NowUnix(), service_->max_model_len()),
+                    "application/json");
+  });
+  auto completion = [this](Endpoint endpoint) {
+    return [this, endpoint](const httplib::Request& hreq, httplib::Response& res) {
+      auto parsed = ParseCompletionRequest(hreq.body, endpoint);
+      if (auto* e = std::get_if<ApiError>(&parsed)) {
+        service_->metrics().RequestRejected();
+        return SendError(res, *e);
+      }
+      auto st = std::make_shared<StreamState>();
+      st->req = std::move(std::get<CompletionRequest>(parsed));
+      auto started = service_->Start(st->req);
+      if (auto* e = std::get_if<ApiError>(&started)) return SendError(res, *e);
+      st->stream = std::get<std::shared_ptr<CompletionStream>>(started);
+      static std::atomic<uint64_t> counter{0};
+      st->id = absl::StrCat(endpoint == Endpoint::kChatCompletions ? "chatcmpl-" : "cmpl-",
+                            NowUnix(), "-", counter.fetch_add(1));
+      st->model = service_->model_name();
+      st->created = NowUnix();
+
+      if (!st->req.stream) {
+        std::string text = st->req.echo ? st->stream->prompt_text() : "";
+        std::vector<TokenLogprobs> lps;
+        StreamDelta d;
+        while (true) {
+          if (!st->stream->Next(&d, std::chrono::milliseconds(1000))) continue;
+          if (d.error) return SendError(res, *d.error);
+          text += d.text;
+          lps.insert(lps.end(), d.logprobs.begin(), d.logprobs.end());
+          if (d.done) break;
+        }
+        Usage u = st->stream->usage();
+        const std::string reason = d.finish_reason;
+        if (endpoint == Endpoint::kChatCompletions) {
+          res.set_content(ChatResponseJson(st->id, st->created, st->model, text, reason, u), "application/json");
+        } else {
+          res.set_content(CompletionResponseJson(st->id, st->created, st->model, text, reason, u,
+                                                 st->req.params.logprobs > 0 ? &lps : nullptr),
+                          "application/json");
+        }
+        return;
+      }
+
+      res.set_header("Cache-Control", "no-cache");
+      res.set_chunked_content_provider(
+          "text/event-stream",
+          [st, endpoint](size_t, httplib::DataSink& sink) {
+            auto send = [&](const std::string& ev) { return sink.write(ev.data(), ev.size()); };
+            const bool chat = endpoint == Endpoint::kChatCompletions;
+            if (st->first) {
+              st->first = false;
+              bool ok = true;
+              if (chat) {
+                ok = send(ChatChunkEvent(st->id, st->created, st->model, "", "", true));
+              } else if (st->req.echo && !st->stream->prompt_text().empty()) {
+                ok = send(CompletionChunkEvent(st->id, st->created, st->model, st->stream->prompt_text(), ""));
+              }
+              if (!ok) return false;
+            }
+            StreamDelta d;
+            // Wait in short slices so a vanished client is noticed.
+            while (!st->stream->Next(&d, std::chrono::milliseconds(200))) {
+              if (!sink.is_writable()) return false;
+            }
+            if (d.error) {
+              send("data: " + ErrorJson(*d.error) + "\n\n");
+              send(kDoneEvent);
+              sink.done();
+              return true;
+            }
+            if (!d.text.empty() || d.done) {
+              std::string ev = chat ? ChatChunkEvent(st->id, st->created, st->model, d.text, d.finish_reason, false)
+                                    : CompletionChunkEvent(st->id, st->created, st->model, d.text, d.finish_reason);
+              if (!d.text.empty() && d.done) {
+                // Text and finish in separate chunks, as OpenAI streams do.
+                ev = chat ? ChatChunkEvent(st->id, st->created, st->model, d.text, "", false)
+                          : CompletionChunkEvent(st->id, st->created, st->model, d.text, "");
+                if (!send(ev)) return false;
+                ev = chat ? ChatChunkEvent(st->id, st->created, st->model, "", d.finish_reason, false)
+                          : CompletionChunkEvent(st->id, st->created, st->model, "", d.finish_reason);
+              }
+              if (!send(ev)) return false;
+            }
+            if (d.done) {
+              if (st->req.include_usage) {
+                send(UsageChunkEvent(endpoint, st->id, st->created, st->model, st->stream->usage()));
+              }
+              send(kDoneEvent);
+              st->sent_done = true;
+              sink.done();
+            }
+            return true;
+          },
+          [st](bool success) {
+            if (!success || !st->sent_done) st->stream->Cancel();
+          });
+    };
+  };
+  s.Post("/v1/completions", completion(Endpoint::kCompletions));
+  s.Post("/v1/chat/completions", completion(Endpoint::kChatCompletions));
+  s.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    ApiError e;
+    e.http_status = res.status;
+    e.type = res.status == 404 ? "NotFoundError" : "invalid_request_error";
+    e.message = res.status == 404 ? "no route " + req.method + " " + req.path : "bad request";
+    SendError(res, e);
+  });
+  s.set_payload_max_length(64 << 20);
+}
+
+absl::StatusOr<int> HttpServer::Start() {
+  // The library listens with a backlog of 5; remember the socket to raise it after binding,
+  // so bursts of concurrent clients are not dropped.
+  auto listen_fd = std::make_shared<std::atomic<int>>(-1);
+  server_->set_socket_options([listen_fd](socket_t sock) {
+    httplib::default_socket_options(sock);
+    listen_fd->store(sock);
+  });
+  int port = config_.port;
+  if (port == 0) {
+    port = server_->bind_to_any_port(config_.host);
+  } else if (!server_->bind_to_port(config_.host, port)) {
+    port = -1;
+  }
+  if (port <= 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", config_.host, ":", config_.port));
+  }
+  if (listen_fd->load() >= 0) ::listen(listen_fd->load(), 4096);
+  thread_ = std::thread([this] { server_->listen_after_bind(); });
+  return port;
+}
+
+void HttpServer::Stop() {
+  if (server_) server_->stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+void HttpServer::Wait() {
+  if (thread_.joinable()) thread_.join();
+}
+
+}  // namespace kvasir::api

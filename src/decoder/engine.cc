@@ -1,0 +1,250 @@
+#include "decoder/engine.h"
+
+#include <algorithm>
+
+#include "common/logging.h"
+
+namespace kvasir {
+
+Engine::Engine(ModelRunner* runner, KvCache* cache, EngineConfig config)
+    : runner_(runner), cache_(cache), config_(config) {}
+
+Engine::~Engine() { Stop(); }
+
+void Engine::Start() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!thread_.joinable()) thread_ = std::thread([this] { Loop(); });
+}
+
+void Engine::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+int64_t Engine::BlocksFor(int64_t tokens) const {
+  const KvCacheConfig& k = cache_->config();
+  return static_cast<int64_t>(k.num_layers) * k.num_kv_heads *
+         ((tokens + k.block_size - 1) / k.block_size);
+}
+
+absl::Status Engine::Submit(EngineRequest request) {
+  const ModelConfig& c = runner_->config();
+  const int64_t plen = static_cast<int64_t>(request.prompt.size());
+  if (plen == 0) return absl::InvalidArgumentError("empty prompt");
+  if (plen >= c.max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prompt of ", plen, " tokens does not fit the context of ", c.max_position_embeddings,
+        " tokens"));
+  }
+  const int64_t total = std::min<int64_t>(plen + request.params.max_tokens, c.max_position_embeddings);
+  if (BlocksFor(total) > cache_->pool().num_blocks()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prompt + max_tokens (", total, " tokens) needs more KV memory than this worker has (",
+        cache_->pool().num_blocks(), " blocks); lower max_tokens"));
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stop_) return absl::UnavailableError("engine is shutting down");
+    if (static_cast<int64_t>(incoming_.size()) + stats_.waiting >= config_.max_waiting) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("request queue is full (", config_.max_waiting, " waiting)"));
+    }
+    incoming_.push_back(std::move(request));
+  }
+  cv_.notify_one();
+  return absl::OkStatus();
+}
+
+void Engine::Cancel(uint64_t id) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancels_.push_back(id);
+  }
+  cv_.notify_one();
+}
+
+EngineStats Engine::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
+
+void Engine::Finish(Seq& s, const std::string& reason, absl::Status error) {
+  if (s.seq_id != 0) {
+    cache_->Free(s.seq_id);
+    s.seq_id = 0;
+  }
+  reserved_total_ -= s.reserved_blocks;
+  s.reserved_blocks = 0;
+  EngineEvent ev;
+  ev.id = s.req.id;
+  ev.finished = true;
+  ev.finish_reason = reason;
+  ev.error = std::move(error);
+  if (s.req.on_event) s.req.on_event(std::move(ev));
+}
+
+void Engine::Loop() {
+  const ModelConfig& c = runner_->config();
+  while (true) {
+    std::deque<EngineRequest> incoming;
+    std::vector<uint64_t> cancels;
+    bool stopping;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        // waiting_ too: when the last running sequence finishes, the head of the queue must be
+        // admitted without waiting for another arrival.
+        return stop_ || !incoming_.empty() || !cancels_.empty() || !running_.empty() ||
+               !waiting_.empty();
+      });
+      incoming.swap(incoming_);
+      cancels.swap(cancels_);
+      stopping = stop_;
+    }
+    for (EngineRequest& r : incoming) {
+      auto s = std::make_unique<Seq>();
+      s->req = std::move(r);
+      waiting_.push_back(std::move(s));
+    }
+    auto cancel_in = [&](auto& list) {
+      for (auto it = list.begin(); it != list.end();) {
+        if (stopping || std::find(cancels.begin(), cancels.end(), (*it)->req.id) != cancels.end()) {
+          Finish(**it, "abort");
+          it = list.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    };
+    if (stopping || !cancels.empty()) {
+      cancel_in(waiting_);
+      cancel_in(running_);
+    }
+    if (stopping) break;
+
+    // Admission: FCFS; the head of the queue blocks younger requests (no starvation).
+    const int64_t pool_blocks = cache_->pool().num_blocks();
+    while (!waiting_.empty() && static_cast<int32_t>(running_.size()) < config_.max_num_seqs) {
+      Seq& s = *waiting_.front();
+      const int64_t plen = static_cast<int64_t>(s.req.prompt.size());
+      const int64_t need = BlocksFor(
+          std::min<int64_t>(plen + s.req.params.max_tokens, c.max_position_embeddings));
+      if (reserved_total_ + need > pool_blocks) break;
+      s.seq_id = next_seq_id_++;
+      if (absl::Status st = cache_->Create(s.seq_id); !st.ok()) {
+        s.seq_id = 0;
+        Finish(s, "error", st);
+        waiting_.pop_front();
+        continue;
+      }
+      s.reserved_blocks = need;
+      reserved_total_ += need;
+      s.sampler = std::make_unique<Sampler>(s.req.params, s.req.prompt);
+      running_.push_back(std::move(waiting_.front()));
+      waiting_.pop_front();
+    }
+
+    // One step: decodes first, then prefill chunks under the token budget.
+    std::vector<SequenceInput> batch;
+    std::vector<Seq*> batch_seq;
+    int32_t budget = config_.max_num_batched_tokens;
+    for (auto& sp : running_) {
+      Seq& s = *sp;
+      if (s.pending < 0 || budget <= 0) continue;
+      batch.push_back({s.seq_id, {s.pending}, s.pos, true, false});
+      batch_seq.push_back(&s);
+      --budget;
+    }
+    for (auto& sp : running_) {
+      Seq& s = *sp;
+      const int32_t plen = static_cast<int32_t>(s.req.prompt.size());
+      if (s.prefilled >= plen || budget <= 0) continue;
+      const int32_t n = std::min(budget, plen - s.prefilled);
+      SequenceInput in;
+      in.seq_id = s.seq_id;
+      in.tokens.assign(s.req.prompt.begin() + s.prefilled, s.req.prompt.begin() + s.prefilled + n);
+      in.start_pos = s.pos;
+      in.want_logits = s.prefilled + n == plen;
+      batch.push_back(std::move(in));
+      batch_seq.push_back(&s);
+      budget -= n;
+    }
+    if (!batch.empty()) {
+      auto out = runner_->Forward(batch);
+      if (!out.ok()) {
+        SPDLOG_ERROR("forward step failed: {}", out.status().ToString());
+        for (Seq* s : batch_seq) s->pending = -2;  // marks for removal below
+        for (auto it = running_.begin(); it != running_.end();) {
+          if ((*it)->pending == -2) {
+            Finish(**it, "error", out.status());
+            it = running_.erase(it);
+          } else {
+            ++it;
+          }
+        }
+      } else {
+        for (size_t b = 0; b < batch.size(); ++b) {
+          Seq& s = *batch_seq[b];
+          const int32_t n = static_cast<int32_t>(batch[b].tokens.size());
+          s.pos += n;
+          if (s.pending >= 0) {
+            s.pending = -1;
+          } else {
+            s.prefilled += n;
+          }
+          if (!batch[b].want_logits) continue;
+          SampleResult r = s.sampler->Sample(
+              std::span<const float>(out->row(out->first_row[b]), c.vocab_size));
+          ++s.generated;
+          const SamplingParams& p = s.req.params;
+          bool eos = !p.ignore_eos && std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(),
+                                                r.token) != c.eos_token_ids.end();
+          bool stop_id = std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), r.token) !=
+                         p.stop_token_ids.end();
+          std::string reason;
+          if (eos || stop_id) {
+            reason = "stop";
+          } else if (s.generated >= p.max_tokens || s.pos >= c.max_position_embeddings) {
+            reason = "length";
+          } else {
+            s.pending = r.token;
+          }
+          EngineEvent ev;
+          ev.id = s.req.id;
+          ev.tokens = {r.token};
+          ev.samples = {std::move(r)};
+          if (s.req.on_event) s.req.on_event(std::move(ev));
+          if (!reason.empty()) s.pending = -3;  // finished; removed below
+          if (!reason.empty()) Finish(s, reason);
+        }
+        running_.erase(std::remove_if(running_.begin(), running_.end(),
+                                      [](const auto& s) { return s->pending == -3; }),
+                       running_.end());
+      }
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stats_.running = static_cast<int64_t>(running_.size());
+      stats_.waiting = static_cast<int64_t>(waiting_.size());
+      stats_.kv_blocks_total = cache_->pool().num_blocks();
+      stats_.kv_blocks_used = cache_->pool().num_used();
+      if (!batch.empty()) ++stats_.steps;
+    }
+    if (batch.empty() && !waiting_.empty() && running_.empty()) {
+      // Nothing runs and the head cannot be admitted: impossible by Submit's checks.
+      Finish(*waiting_.front(), "error", absl::InternalError("request can never be admitted"));
+      waiting_.pop_front();
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.running = stats_.waiting = 0;
+    stats_.kv_blocks_used = cache_->pool().num_used();
+  }
+}
+
+}  // namespace kvasir

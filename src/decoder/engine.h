@@ -1,0 +1,113 @@
+// The decoder's engine: one thread owns the model runner, the KV cache and every running
+// sequence; other threads hand it requests and cancellations through a queue (STYLE.md #6).
+//
+// Life of a request: Submit() queues it (bounded: a full queue is ResourceExhausted, the
+// router's 429) -> the engine thread admits it FCFS once the KV pool can hold its prompt plus
+// max_tokens (reservation-based admission: a running sequence never runs out of blocks, so no
+// preemption is needed) -> each step runs decodes of running sequences first, then prefill
+// chunks under the token budget -> sampled tokens are reported through the request's callback
+// (called on the engine thread: it must not block) -> finish at EOS / stop id / max_tokens /
+// context end, or Cancel(); the KV blocks are freed at once.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "common/status.h"
+#include "kvcache/kv_cache.h"
+#include "model/model_runner.h"
+#include "model/sampling/sampler.h"
+
+namespace kvasir {
+
+struct EngineEvent {
+  uint64_t id = 0;
+  std::vector<int32_t> tokens;        // new tokens of this step (usually one)
+  std::vector<SampleResult> samples;  // logprob info of the same tokens
+  bool finished = false;
+  std::string finish_reason;          // "stop", "length", "abort", "error"
+  absl::Status error;                 // set when finish_reason == "error"
+};
+
+struct EngineRequest {
+  uint64_t id = 0;
+  std::vector<int32_t> prompt;
+  SamplingParams params;  // validated by the caller against the model (ValidateSamplingParams)
+  std::function<void(EngineEvent)> on_event;
+};
+
+struct EngineConfig {
+  int32_t max_num_seqs = 64;
+  int32_t max_num_batched_tokens = 512;
+  int32_t max_waiting = 1024;  // queued requests before Submit refuses
+};
+
+struct EngineStats {
+  int64_t running = 0;
+  int64_t waiting = 0;
+  int64_t kv_blocks_total = 0;
+  int64_t kv_blocks_used = 0;
+  int64_t steps = 0;
+};
+
+class Engine {
+ public:
+  Engine(ModelRunner* runner, KvCache* cache, EngineConfig config);
+  ~Engine();  // stops the thread; pending requests finish with "abort"
+
+  void Start();
+  void Stop();
+
+  // Fails with InvalidArgument (prompt too long for the context or the whole KV pool) or
+  // ResourceExhausted (waiting queue full) without queuing.
+  absl::Status Submit(EngineRequest request);
+  // Idempotent; unknown ids are ignored. The request gets a final "abort" event.
+  void Cancel(uint64_t id);
+
+  EngineStats stats() const;
+  const ModelConfig& model_config() const { return runner_->config(); }
+  int64_t BlocksFor(int64_t tokens) const;  // KV blocks a sequence of `tokens` needs
+
+ private:
+  struct Seq {
+    EngineRequest req;
+    int64_t seq_id = 0;
+    std::unique_ptr<Sampler> sampler;
+    int32_t prefilled = 0;
+    int32_t pos = 0;
+    int32_t pending = -1;
+    int32_t generated = 0;
+    int64_t reserved_blocks = 0;
+  };
+  void Loop();
+  void Finish(Seq& s, const std::string& reason, absl::Status error = absl::OkStatus());
+
+  ModelRunner* runner_;
+  KvCache* cache_;
+  const EngineConfig config_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<EngineRequest> incoming_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint64_t> cancels_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  EngineStats stats_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;
+
+  // Engine-thread state.
+  std::deque<std::unique_ptr<Seq>> waiting_;
+  std::vector<std::unique_ptr<Seq>> running_;
+  int64_t reserved_total_ = 0;
+  int64_t next_seq_id_ = 1;
+};
+
+}  // namespace kvasir

@@ -1,0 +1,93 @@
+// The router's request path for the embedded mode: tokenize (chat template for chat), validate
+// against the model (context, vocabulary), submit to the decoder engine, and turn its token
+// events into UTF-8-safe text deltas with stop strings applied. Plain C++ types in and out;
+// HTTP and JSON live in src/api.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "api/chat_template.h"
+#include "api/openai_types.h"
+#include "decoder/engine.h"
+#include "model/sampling/stop_string_matcher.h"
+#include "model/tokenizer/tokenizer.h"
+#include "router/metrics.h"
+
+namespace kvasir {
+
+// What the HTTP layer gets from Next(): a text delta, possibly the end.
+struct StreamDelta {
+  std::string text;
+  std::vector<api::TokenLogprobs> logprobs;  // for the tokens behind this delta (when asked)
+  bool done = false;
+  std::string finish_reason;  // set when done
+  std::optional<api::ApiError> error;
+};
+
+class CompletionStream {
+ public:
+  ~CompletionStream();
+  // Blocks up to `timeout` for the next delta; false on timeout (check the client, call again).
+  bool Next(StreamDelta* out, std::chrono::milliseconds timeout);
+  // The client went away: stop generating and free the KV blocks.
+  void Cancel();
+  api::Usage usage() const;
+  const std::string& prompt_text() const { return prompt_text_; }
+
+ private:
+  friend class CompletionService;
+  void OnEvent(EngineEvent ev);
+
+  Engine* engine_ = nullptr;
+  const Tokenizer* tokenizer_ = nullptr;
+  RouterMetrics* metrics_ = nullptr;
+  uint64_t id_ = 0;
+  int32_t prompt_tokens_ = 0;
+  int32_t logprobs_ = 0;
+  std::string prompt_text_;
+  std::unique_ptr<IncrementalDecoder> decoder_;
+  std::unique_ptr<StopStringMatcher> stops_;
+  std::chrono::steady_clock::time_point start_, first_token_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<EngineEvent> events_;
+  int32_t completion_tokens_ = 0;
+  bool finished_ = false;  // delivered done to the caller
+  bool engine_done_ = false;
+};
+
+struct ServiceConfig {
+  std::string model_name;
+  api::ChatFormat chat_format = api::ChatFormat::kPlain;
+};
+
+class CompletionService {
+ public:
+  CompletionService(Engine* engine, const Tokenizer* tokenizer, ServiceConfig config);
+
+  std::variant<std::shared_ptr<CompletionStream>, api::ApiError> Start(
+      const api::CompletionRequest& request);
+
+  const std::string& model_name() const { return config_.model_name; }
+  int32_t max_model_len() const { return engine_->model_config().max_position_embeddings; }
+  RouterMetrics& metrics() { return metrics_; }
+  std::string RenderMetrics();
+
+ private:
+  Engine* engine_;
+  const Tokenizer* tokenizer_;
+  ServiceConfig config_;
+  RouterMetrics metrics_;
+  std::atomic<uint64_t> next_id_{1};
+};
+
+}  // namespace kvasir

@@ -1,0 +1,284 @@
+// Starts the real `kvasir serve` process (port 0, readiness by polling /health) and talks
+// OpenAI HTTP to it: outputs, streaming, usage, cancellation, metrics, and every error path.
+#include <arpa/inet.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "gtest/gtest.h"
+#include "model/testing_util.h"
+#include "nlohmann/json.hpp"
+#include "tests/integration/process.h"
+
+namespace kvasir {
+namespace {
+
+using json = nlohmann::json;
+
+// A `kvasir serve` child process on a free port.
+class Server {
+ public:
+  explicit Server(std::vector<std::string> extra = {}) {
+    int out[2];
+    EXPECT_EQ(pipe(out), 0);
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(out[1], 1);
+      close(out[0]);
+      close(out[1]);
+      std::vector<std::string> args = {testing::BinaryPath("kvasir"), "serve", "--port", "0",
+                                       "--model", testing::Stories260KDir(), "--log-level", "warn"};
+      args.insert(args.end(), extra.begin(), extra.end());
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    close(out[1]);
+    std::string line;
+    char c;
+    while (read(out[0], &c, 1) == 1 && c != '\n') line += c;
+    close(out[0]);
+    port_ = std::atoi(line.c_str());
+    EXPECT_GT(port_, 0) << "server did not print its port";
+    // Readiness: poll /health with a deadline.
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (auto r = Client().Get("/health"); r && r->status == 200) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ADD_FAILURE() << "server not healthy";
+  }
+  ~Server() {
+    kill(pid_, SIGTERM);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "server did not exit cleanly: " << status;
+  }
+  httplib::Client Client() const {
+    httplib::Client c("127.0.0.1", port_);
+    c.set_read_timeout(120, 0);
+    return c;
+  }
+  int port() const { return port_; }
+  bool Alive() const { return kill(pid_, 0) == 0; }
+
+ private:
+  pid_t pid_ = -1;
+  int port_ = 0;
+};
+
+json Post(const Server& s, const std::string& path, const std::string& body, int* status = nullptr,
+          httplib::Headers headers = {}) {
+  auto r = s.Client().Post(path, headers, body, "application/json");
+  if (!r) {
+    ADD_FAILURE() << "no response for " << body;
+    return {};
+  }
+  if (status) *status = r->status;
+  json j = json::parse(r->body, nullptr, false);
+  EXPECT_FALSE(j.is_discarded()) << r->body;
+  return j;
+}
+
+// Reads an SSE stream; returns the parsed data events (without [DONE]) and whether [DONE] came.
+std::vector<json> Stream(const Server& s, const std::string& path, const std::string& body,
+                         bool* done) {
+  std::string buf;
+  *done = false;
+  auto r = s.Client().Post(path, {}, body, "application/json");
+  EXPECT_TRUE(r);
+  std::vector<json> events;
+  if (!r) return events;
+  EXPECT_EQ(r->status, 200) << r->body;
+  size_t pos = 0;
+  while (true) {
+    size_t end = r->body.find("\n\n", pos);
+    if (end == std::string::npos) break;
+    std::string ev = r->body.substr(pos, end - pos);
+    pos = end + 2;
+    EXPECT_EQ(ev.rfind("data: ", 0), 0u) << ev;
+    std::string data = ev.substr(6);
+    if (data == "[DONE]") {
+      *done = true;
+      continue;
+    }
+    events.push_back(json::parse(data));
+  }
+  return events;
+}
+
+TEST(Serve, GreedyOutputEqualsGenerateAndStreamingAgrees) {
+  Server s;
+  auto gen = testing::RunProcess({testing::BinaryPath("kvasir"), "generate", "--model",
+                                  testing::Stories260KDir(), "--prompt", "Once upon a time",
+                                  "--max-tokens", "60", "--temperature", "0"});
+  ASSERT_EQ(gen.exit_code, 0) << gen.err;
+  std::string expected = gen.out.substr(0, gen.out.size() - 1);  // generate adds a newline
+  json j = Post(s, "/v1/completions",
+                R"({"model": "stories260K", "prompt": "Once upon a time", "max_tokens": 60, "temperature": 0})");
+  EXPECT_EQ(j["choices"][0]["text"], expected);
+  EXPECT_EQ(j["usage"]["prompt_tokens"], 5);
+  EXPECT_EQ(j["usage"]["completion_tokens"], 60);
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "length");
+
+  bool done;
+  auto events = Stream(s, "/v1/completions",
+                       R"({"prompt": "Once upon a time", "max_tokens": 60, "temperature": 0,
+                           "stream": true, "stream_options": {"include_usage": true}})", &done);
+  ASSERT_TRUE(done);
+  std::string text;
+  for (size_t i = 0; i + 1 < events.size(); ++i) text += events[i]["choices"][0]["text"];
+  EXPECT_EQ(text, expected);
+  EXPECT_EQ(events[events.size() - 2]["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(events.back()["usage"]["completion_tokens"], 60);
+  EXPECT_TRUE(events.back()["choices"].empty());
+}
+
+TEST(Serve, SixtyFourConcurrentStreamsCompleteWithCorrectUsage) {
+  Server s;
+  std::atomic<int> ok{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 64; ++i) {
+    threads.emplace_back([&, i] {
+      bool done;
+      int max_tokens = 5 + i % 20;
+      auto ev = Stream(s, "/v1/completions",
+                       json({{"prompt", "Lily and Tom " + std::to_string(i)},
+                             {"max_tokens", max_tokens}, {"ignore_eos", true}, {"seed", i},
+                             {"stream", true}, {"stream_options", {{"include_usage", true}}}})
+                           .dump(),
+                       &done);
+      if (done && !ev.empty() && ev.back()["usage"]["completion_tokens"] == max_tokens) ++ok;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), 64);
+  auto m = s.Client().Get("/metrics");
+  ASSERT_TRUE(m);
+  EXPECT_NE(m->body.find("kvasir:request_success_total{model_name=\"stories260K\",finished_reason=\"length\"} 64"),
+            std::string::npos) << m->body;
+}
+
+int64_t BlocksUsed(const Server& s) {
+  auto m = s.Client().Get("/metrics");
+  if (!m) return -1;
+  const std::string key = "kvasir:kv_cache_blocks_used{model_name=\"stories260K\"} ";
+  size_t p = m->body.find(key);
+  return p == std::string::npos ? -1 : std::atoll(m->body.c_str() + p + key.size());
+}
+
+TEST(Serve, ClientThatDisconnectsCancelsAndFreesKv) {
+  Server s;
+  std::atomic<int> chunks{0};
+  std::atomic<bool> saw_blocks{false};
+  std::thread client([&] {
+    // A raw socket, so the test controls exactly when the connection goes away.
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(s.port());
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    std::string body = R"({"prompt": "Once", "max_tokens": 500, "ignore_eos": true, "stream": true})";
+    std::string req = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+    ASSERT_EQ(write(fd, req.data(), req.size()), static_cast<ssize_t>(req.size()));
+    std::string got;
+    char buf[4096];
+    while (got.find("data: ") == std::string::npos || std::count(got.begin(), got.end(), '\n') < 12) {
+      ssize_t n = read(fd, buf, sizeof(buf));
+      if (n <= 0) break;
+      got.append(buf, n);
+    }
+    chunks = 5;
+    saw_blocks = BlocksUsed(s) > 0;
+    close(fd);
+  });
+  client.join();
+  EXPECT_TRUE(saw_blocks.load());
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (BlocksUsed(s) != 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(BlocksUsed(s), 0);
+  auto m = s.Client().Get("/metrics");
+  EXPECT_NE(m->body.find("finished_reason=\"abort\"} 1"), std::string::npos) << m->body;
+}
+
+TEST(Serve, ErrorsHaveTheRightStatusAndOpenAIShape) {
+  Server s({"--api-key", "sekret"});
+  httplib::Headers auth = {{"Authorization", "Bearer sekret"}};
+  int st = 0;
+  json e = Post(s, "/v1/completions", R"({"prompt": "x"})", &st);
+  EXPECT_EQ(st, 401);
+  EXPECT_EQ(e["error"]["type"], "authentication_error");
+  struct Case {
+    std::string body;
+    int status;
+  } cases[] = {
+      {"{not json", 400},
+      {R"({"prompt": 5})", 400},
+      {R"({"prompt": ""})", 400},
+      {R"({"prompt": "x", "max_tokens": 100000000000})", 400},
+      {R"({"prompt": "x", "max_tokens": 100000})", 400},  // exceeds the context
+      {R"({"prompt": "x", "temperature": -1})", 400},
+      {R"({"prompt": "x", "top_p": NaN})", 400},
+      {R"({"prompt": "x", "top_k": "5"})", 400},
+      {"{\"prompt\": \"bad \xff utf8\"}", 400},
+      {R"({"prompt": [1, 99999]})", 400},
+      {R"({"prompt": "x", "stop_token_ids": [99999]})", 400},
+      {R"({"prompt": "x", "model": "other"})", 404},
+      {std::string(R"({"prompt": ")") + std::string(3000, 'a') + " b" + R"("})", 400},  // too long
+  };
+  for (const Case& c : cases) {
+    e = Post(s, "/v1/completions", c.body, &st, auth);
+    EXPECT_EQ(st, c.status) << c.body.substr(0, 80) << " -> " << e.dump();
+    EXPECT_TRUE(e["error"]["message"].is_string()) << e.dump();
+  }
+  e = Post(s, "/v1/chat/completions", R"({"messages": []})", &st, auth);
+  EXPECT_EQ(st, 400);
+  auto r = s.Client().Get("/v1/nothing", auth);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 404);
+  EXPECT_TRUE(json::parse(r->body)["error"].is_object());
+  EXPECT_TRUE(s.Alive());
+  // Still serving after all that.
+  e = Post(s, "/v1/chat/completions",
+           R"({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3})", &st, auth);
+  EXPECT_EQ(st, 200) << e.dump();
+  EXPECT_EQ(e["usage"]["completion_tokens"].get<int>() <= 3, true);
+}
+
+TEST(Serve, FullQueueIs429) {
+  Server s({"--max-num-seqs", "1", "--max-waiting", "1"});
+  std::atomic<int> n429{0}, n200{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&] {
+      int st = 0;
+      json e = Post(s, "/v1/completions", R"({"prompt": "Once", "max_tokens": 200, "ignore_eos": true})", &st);
+      if (st == 429) {
+        ++n429;
+        EXPECT_EQ(e["error"]["type"], "rate_limit_error");
+      } else if (st == 200) {
+        ++n200;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_GE(n429.load(), 1);
+  EXPECT_GE(n200.load(), 1);
+  EXPECT_EQ(n429 + n200, 8);
+}
+
+}  // namespace
+}  // namespace kvasir
