@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 JOBS=${JOBS:-$(nproc)}
 cmake -S . -B build -G Ninja -DKVASIR_WERROR=ON
 cmake --build build -j "$JOBS"
+# The tests use the embedded default model: ../shared/models/stories260K, or the user cache
+# (`kvasir` downloads it there, SHA-256 checked, when neither has it).
+build/bin/kvasir tokenize --bos <<<"warm-up" >/dev/null
 ctest --test-dir build --output-on-failure -j "$JOBS"
 if [[ "${KVASIR_SKIP_SANITIZERS:-0}" != 1 ]]; then
   # Sanitizer build: CPU code only (nvcc does not take -fsanitize), tests labelled "slow" skipped.

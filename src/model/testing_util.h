@@ -1,12 +1,14 @@
 // Test helpers: locating the shared stories260K model, temporary directories.
 #pragma once
 
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
 namespace kvasir::testing {
 
-// ../shared/models/stories260K relative to the source root (tests run from there).
+// The stories260K model: ../shared/models/stories260K found from the source root (tests run
+// there), else $KVASIR_MODEL_DIR, else the user cache that `kvasir` downloads into.
 inline std::string Stories260KDir() {
   namespace fs = std::filesystem;
   for (fs::path p = fs::current_path(); !p.empty(); p = p.parent_path()) {
@@ -14,6 +16,17 @@ inline std::string Stories260KDir() {
     if (fs::exists(c / "model.bin")) return c.string();
     if (p == p.parent_path()) break;
   }
+  if (const char* env = std::getenv("KVASIR_MODEL_DIR"); env && fs::exists(fs::path(env) / "model.bin")) {
+    return env;
+  }
+  fs::path cache;
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) {
+    cache = fs::path(x);
+  } else if (const char* h = std::getenv("HOME"); h && *h) {
+    cache = fs::path(h) / ".cache";
+  }
+  fs::path c = cache / "kvasir" / "models" / "stories260K";
+  if (!cache.empty() && fs::exists(c / "model.bin")) return c.string();
   return "";
 }
 
