@@ -17,7 +17,7 @@
 #include "api/http_server.h"
 #include "common/logging.h"
 #include "model/default_model.h"
-#include "model/generator.h"
+#include "decoder/generator.h"
 #include "model/weights.h"
 #ifdef KVASIR_WITH_BENCH_SERVE
 #include "tools/bench/bench_serve.h"

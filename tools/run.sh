@@ -1,13 +1,11 @@
 #!/usr/bin/env bash
 # Sets up and runs the main job on a fresh Debian 12 machine: installs packages, builds the
-# `kvasir` binary, and runs the embedded default model (stories260K). Extra arguments are passed
-# to `kvasir generate` (e.g. --prompt "..." --temperature 0).
+# `kvasir` binary, and serves the embedded default model (stories260K) over the
+# OpenAI-compatible HTTP API on port 8000 (all roles in one process). Extra arguments go to
+# `kvasir serve` (e.g. --host 0.0.0.0 --port 9000 --api-key KEY). Stop with Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./tools/install_deps.sh
 cmake -S . -B build -G Ninja -DKVASIR_WERROR=ON >/dev/null
 cmake --build build -j "${JOBS:-$(nproc)}" --target kvasir
-if [[ $# -eq 0 ]]; then
-  set -- --prompt "Once upon a time" --max-tokens 256
-fi
-exec build/bin/kvasir generate "$@"
+exec build/bin/kvasir serve --log-level info "$@"

@@ -72,7 +72,7 @@ EngineStats Engine::stats() const {
   return stats_;
 }
 
-void Engine::Finish(Seq& s, const std::string& reason, absl::Status error) {
+void Engine::Finish(Seq& s, const std::string& reason, absl::Status error, EngineEvent* last) {
   if (s.seq_id != 0) {
     cache_->Free(s.seq_id);
     s.seq_id = 0;
@@ -80,6 +80,7 @@ void Engine::Finish(Seq& s, const std::string& reason, absl::Status error) {
   reserved_total_ -= s.reserved_blocks;
   s.reserved_blocks = 0;
   EngineEvent ev;
+  if (last) ev = std::move(*last);  // the final token and the finish travel together
   ev.id = s.req.id;
   ev.finished = true;
   ev.finish_reason = reason;
@@ -134,6 +135,7 @@ void Engine::Loop() {
       const int64_t need = BlocksFor(
           std::min<int64_t>(plen + s.req.params.max_tokens, c.max_position_embeddings));
       if (reserved_total_ + need > pool_blocks) break;
+      while (cache_->Contains(next_seq_id_)) ++next_seq_id_;  // the cache may be shared
       s.seq_id = next_seq_id_++;
       if (absl::Status st = cache_->Create(s.seq_id); !st.ok()) {
         s.seq_id = 0;
@@ -217,9 +219,12 @@ void Engine::Loop() {
           ev.id = s.req.id;
           ev.tokens = {r.token};
           ev.samples = {std::move(r)};
-          if (s.req.on_event) s.req.on_event(std::move(ev));
-          if (!reason.empty()) s.pending = -3;  // finished; removed below
-          if (!reason.empty()) Finish(s, reason);
+          if (reason.empty()) {
+            if (s.req.on_event) s.req.on_event(std::move(ev));
+          } else {
+            s.pending = -3;  // finished; removed below
+            Finish(s, reason, absl::OkStatus(), &ev);
+          }
         }
         running_.erase(std::remove_if(running_.begin(), running_.end(),
                                       [](const auto& s) { return s->pending == -3; }),

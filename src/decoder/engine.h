@@ -29,6 +29,8 @@
 
 namespace kvasir {
 
+// Events of one request, in order. The last one has finished = true; when a token ends the
+// request (EOS, stop id, max_tokens, context end) it travels in that last event.
 struct EngineEvent {
   uint64_t id = 0;
   std::vector<int32_t> tokens;        // new tokens of this step (usually one)
@@ -89,7 +91,9 @@ class Engine {
     int64_t reserved_blocks = 0;
   };
   void Loop();
-  void Finish(Seq& s, const std::string& reason, absl::Status error = absl::OkStatus());
+  // Frees the sequence and reports its final event (`last`, if given, carries its final token).
+  void Finish(Seq& s, const std::string& reason, absl::Status error = absl::OkStatus(),
+              EngineEvent* last = nullptr);
 
   ModelRunner* runner_;
   KvCache* cache_;

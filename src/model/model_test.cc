@@ -6,7 +6,7 @@
 #include <random>
 
 #include "gtest/gtest.h"
-#include "model/generator.h"
+#include "decoder/generator.h"
 #include "model/model_runner.h"
 #include "model/testing_util.h"
 #include "model/weights.h"

@@ -51,27 +51,6 @@ void ReplaceAll(std::string* s, std::string_view from, std::string_view to) {
   *s = std::move(out);
 }
 
-// "<0xHH>" -> HH.
-bool ParseByteToken(std::string_view piece, uint8_t* byte) {
-  if (piece.size() != 6 || piece.substr(0, 3) != "<0x" || piece[5] != '>') return false;
-  int value = 0;
-  for (int i = 3; i < 5; ++i) {
-    const char c = piece[i];
-    int digit;
-    if (c >= '0' && c <= '9') {
-      digit = c - '0';
-    } else if (c >= 'A' && c <= 'F') {
-      digit = c - 'A' + 10;
-    } else if (c >= 'a' && c <= 'f') {
-      digit = c - 'a' + 10;
-    } else {
-      return false;
-    }
-    value = value * 16 + digit;
-  }
-  *byte = static_cast<uint8_t>(value);
-  return true;
-}
 
 bool IsAsciiSpace(char c) {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
@@ -560,7 +539,7 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::FromJson(std::string_v
           break;
         case Impl::DecodeStep::kByteFallback: {
           uint8_t byte;
-          if (ParseByteToken(s, &byte)) s.assign(1, static_cast<char>(byte));
+          if (tokenizer_internal::ParseByteToken(s, &byte)) s.assign(1, static_cast<char>(byte));
           break;
         }
         case Impl::DecodeStep::kByteLevel:

@@ -10,27 +10,6 @@
 namespace kvasir {
 namespace {
 
-// Parses "<0xHH>" (as llama2.c's sscanf "<0x%02hhX>" does for its byte tokens).
-bool ParseByteToken(std::string_view piece, uint8_t* byte) {
-  if (piece.size() != 6 || piece.substr(0, 3) != "<0x" || piece[5] != '>') return false;
-  int value = 0;
-  for (int i = 3; i < 5; ++i) {
-    const char c = piece[i];
-    int digit;
-    if (c >= '0' && c <= '9') {
-      digit = c - '0';
-    } else if (c >= 'A' && c <= 'F') {
-      digit = c - 'A' + 10;
-    } else if (c >= 'a' && c <= 'f') {
-      digit = c - 'a' + 10;
-    } else {
-      return false;
-    }
-    value = value * 16 + digit;
-  }
-  *byte = static_cast<uint8_t>(value);
-  return true;
-}
 
 }  // namespace
 
@@ -96,7 +75,7 @@ absl::StatusOr<std::unique_ptr<Llama2cTokenizer>> Llama2cTokenizer::FromBytes(
   tok->has_byte_tokens_ = tok->pieces_.size() >= static_cast<size_t>(kByteOffset + 256);
   for (int b = 0; tok->has_byte_tokens_ && b < 256; ++b) {
     uint8_t v;
-    if (!ParseByteToken(tok->pieces_[kByteOffset + b], &v) || v != b) {
+    if (!tokenizer_internal::ParseByteToken(tok->pieces_[kByteOffset + b], &v) || v != b) {
       tok->has_byte_tokens_ = false;
     }
   }
@@ -207,7 +186,7 @@ std::string Llama2cTokenizer::TokenBytes(int32_t id, const DecodeContext& ctx,
     piece.remove_prefix(1);
   }
   uint8_t byte;
-  if (ParseByteToken(piece, &byte)) return std::string(1, static_cast<char>(byte));
+  if (tokenizer_internal::ParseByteToken(piece, &byte)) return std::string(1, static_cast<char>(byte));
   return std::string(piece);
 }
 

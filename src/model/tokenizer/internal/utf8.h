@@ -34,6 +34,9 @@ std::string SanitizeUtf8(std::string_view s);
 // Appends the UTF-8 encoding of `cp` (a valid scalar value).
 void AppendUtf8(uint32_t cp, std::string* out);
 
+// Parses a byte-fallback piece "<0xHH>" (either hex case) into its byte.
+bool ParseByteToken(std::string_view piece, uint8_t* byte);
+
 inline constexpr std::string_view kReplacementChar = "\xEF\xBF\xBD";
 
 }  // namespace kvasir::tokenizer_internal

@@ -1,7 +1,6 @@
-// Offline generation over the model runner: many requests advanced together, each step mixing
-// prefill chunks and single decode tokens under a token budget. This is the engine loop behind
-// `kvasir generate` and `kvasir bench-engine`; the serving scheduler (scheduler/) replaces its
-// batching policy with admission, preemption and fairness.
+// Offline generation: submits every request to a decoder Engine (the same continuous-batching
+// loop `kvasir serve` runs) and waits for all of them, turning tokens into text with stop
+// strings applied on the calling thread. Behind `kvasir generate` and the engine tests.
 #pragma once
 
 #include <cstdint>
@@ -55,7 +54,6 @@ class Generator {
   KvCache* cache_;
   const Tokenizer* tokenizer_;
   GeneratorOptions options_;
-  int64_t next_seq_id_ = 1;
 };
 
 }  // namespace kvasir

@@ -1,4 +1,4 @@
-#include "model/generator.h"
+#include "decoder/generator.h"
 
 #include "gtest/gtest.h"
 #include "model/testing_util.h"
