@@ -283,7 +283,11 @@ int BenchEngine(int argc, char** argv) {
     o.dummy_config = m;
     o.threads = static_cast<int>(*threads);
     o.need_tokenizer = false;
-    o.kv_tokens = static_cast<int64_t>(max_batch) * (*prompt_len + *steps + 1);
+    // Every sequence rounds each of its (layer, kv_head) tables up to whole blocks.
+    auto shape = o.dummy ? BuiltinConfig(m) : absl::StatusOr<ModelConfig>(ModelConfig{});
+    if (!shape.ok()) return Fail(shape.status());
+    o.kv_blocks = int64_t{max_batch} * shape->num_layers * shape->num_kv_heads *
+                  ((*prompt_len + *steps + 1 + 15) / 16);
     auto eng = CreateLocalModel(o);
     if (!eng.ok()) return Fail(eng.status());
     LocalModel& e = **eng;

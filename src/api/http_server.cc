@@ -37,6 +37,9 @@ HttpServer::HttpServer(CompletionService* service, HttpServerConfig config)
     : service_(service), config_(std::move(config)), server_(std::make_unique<httplib::Server>()) {
   const int threads = config_.num_threads;
   server_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  // Streams are many small writes: without TCP_NODELAY, Nagle + delayed ACK hold each chunk
+  // back ~40 ms.
+  server_->set_tcp_nodelay(true);
   Routes();
 }
 
