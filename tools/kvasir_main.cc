@@ -16,6 +16,7 @@
 #include "absl/strings/str_split.h"
 #include "api/http_server.h"
 #include "common/logging.h"
+#include "transport/completion_grpc.h"
 #include "model/default_model.h"
 #include "decoder/generator.h"
 #include "model/weights.h"
@@ -393,6 +394,8 @@ int Serve(int argc, char** argv) {
       {"max-num-batched-tokens", true, "tokens per step (default 512)"},
       {"max-waiting", true, "queued requests before 429 (default 1024)"},
       {"kv-blocks", true, "KV blocks of 16 tokens in the pool (default: 64 full contexts)"},
+      {"grpc-port", true, "also serve kvasir.v1.Completion over gRPC on this port (0: a free one, "
+                          "printed as a second stdout line; default: off)"},
   });
   auto a = Args::Parse(argc, argv, 2, specs);
   if (!a.ok()) return Fail(a.status());
@@ -408,10 +411,12 @@ int Serve(int argc, char** argv) {
   auto tokens = a->Int("max-num-batched-tokens", 512);
   auto waiting = a->Int("max-waiting", 1024);
   auto blocks = a->Int("kv-blocks", 0);
-  for (const absl::Status& s : {port.status(), seqs.status(), tokens.status(), waiting.status(), blocks.status()}) {
+  auto grpc_port = a->Int("grpc-port", -1);
+  for (const absl::Status& s : {port.status(), seqs.status(), tokens.status(), waiting.status(),
+                                blocks.status(), grpc_port.status()}) {
     if (!s.ok()) return Fail(s);
   }
-  if (*port < 0 || *port > 65535 || *seqs < 1 || *tokens < 1 || *waiting < 1 || *blocks < 0) {
+  if (*port < 0 || *port > 65535 || *grpc_port < -1 || *grpc_port > 65535 || *seqs < 1 || *tokens < 1 || *waiting < 1 || *blocks < 0) {
     return Fail(absl::InvalidArgumentError("--port, --max-num-seqs, --max-num-batched-tokens, --max-waiting or --kv-blocks out of range"));
   }
   eo->kv_blocks = *blocks;
@@ -460,11 +465,19 @@ int Serve(int argc, char** argv) {
                sc.model_name.c_str(), api::ChatFormatName(sc.chat_format),
                e.cache->pool().num_blocks(), hc.host.c_str(), *bound);
   std::printf("%d\n", *bound);
+  transport::CompletionGrpcServer grpc_server(&service);
+  if (*grpc_port >= 0) {
+    auto gbound = grpc_server.Start(hc.host, static_cast<int>(*grpc_port));
+    if (!gbound.ok()) return Fail(gbound.status());
+    std::fprintf(stderr, "kvasir: gRPC kvasir.v1.Completion on %s:%d\n", hc.host.c_str(), *gbound);
+    std::printf("%d\n", *gbound);
+  }
   std::fflush(stdout);
   int sig = 0;
   sigwait(&set, &sig);
   std::fprintf(stderr, "kvasir: signal %d, shutting down\n", sig);
   loop.Stop();  // aborts in-flight requests, so their handlers return
+  grpc_server.Stop();
   http.Stop();
   return 0;
 }

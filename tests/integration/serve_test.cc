@@ -12,7 +12,13 @@
 #include <chrono>
 #include <thread>
 
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
+#include "kvasir/v1/completion.grpc.pb.h"
 #include "model/testing_util.h"
 #include "nlohmann/json.hpp"
 #include "tests/integration/process.h"
@@ -43,11 +49,15 @@ class Server {
       _exit(127);
     }
     close(out[1]);
-    std::string line;
-    char c;
-    while (read(out[0], &c, 1) == 1 && c != '\n') line += c;
+    auto read_line = [&] {
+      std::string line;
+      char c;
+      while (read(out[0], &c, 1) == 1 && c != '\n') line += c;
+      return std::atoi(line.c_str());
+    };
+    port_ = read_line();
+    if (std::find(extra.begin(), extra.end(), "--grpc-port") != extra.end()) grpc_port_ = read_line();
     close(out[0]);
-    port_ = std::atoi(line.c_str());
     EXPECT_GT(port_, 0) << "server did not print its port";
     // Readiness: poll /health with a deadline.
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
@@ -69,11 +79,13 @@ class Server {
     return c;
   }
   int port() const { return port_; }
+  int grpc_port() const { return grpc_port_; }
   bool Alive() const { return kill(pid_, 0) == 0; }
 
  private:
   pid_t pid_ = -1;
   int port_ = 0;
+  int grpc_port_ = 0;
 };
 
 json Post(const Server& s, const std::string& path, const std::string& body, int* status = nullptr,
@@ -278,6 +290,75 @@ TEST(Serve, FullQueueIs429) {
   EXPECT_GE(n429.load(), 1);
   EXPECT_GE(n200.load(), 1);
   EXPECT_EQ(n429 + n200, 8);
+}
+
+// The gRPC API: health, a streamed Generate equal to the HTTP output, and error statuses.
+TEST(Serve, GrpcGenerateHealthAndErrors) {
+  Server s({"--grpc-port", "0"});
+  ASSERT_GT(s.grpc_port(), 0);
+  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(s.grpc_port()),
+                                     grpc::InsecureChannelCredentials());
+  {
+    auto health = grpc::health::v1::Health::NewStub(channel);
+    grpc::ClientContext ctx;
+    grpc::health::v1::HealthCheckRequest req;
+    grpc::health::v1::HealthCheckResponse resp;
+    grpc::Status st = health->Check(&ctx, req, &resp);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+  }
+  json http = Post(s, "/v1/completions",
+                   R"({"prompt": "Once upon a time", "max_tokens": 40, "temperature": 0})");
+  auto stub = kvasir::v1::Completion::NewStub(channel);
+  auto generate = [&](const kvasir::v1::GenerateRequest& req, std::string* text,
+                      kvasir::v1::GenerateResponse* last) {
+    grpc::ClientContext ctx;
+    auto reader = stub->Generate(&ctx, req);
+    kvasir::v1::GenerateResponse msg;
+    int n = 0;
+    while (reader->Read(&msg)) {
+      *text += msg.text();
+      *last = msg;
+      ++n;
+    }
+    grpc::Status st = reader->Finish();
+    EXPECT_TRUE(n > 0 || !st.ok());
+    return st;
+  };
+  kvasir::v1::GenerateRequest req;
+  req.set_prompt("Once upon a time");
+  req.mutable_sampling()->set_max_tokens(40);
+  req.mutable_sampling()->set_temperature(0);
+  std::string text;
+  kvasir::v1::GenerateResponse last;
+  grpc::Status st = generate(req, &text, &last);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(text, http["choices"][0]["text"]);
+  EXPECT_EQ(last.finish_reason(), "length");
+  EXPECT_EQ(last.usage().prompt_tokens(), 5);
+  EXPECT_EQ(last.usage().completion_tokens(), 40);
+
+  kvasir::v1::GenerateRequest chat;
+  auto* m = chat.mutable_chat()->add_messages();
+  m->set_role("user");
+  m->set_content("hi");
+  chat.mutable_sampling()->set_max_tokens(5);
+  text.clear();
+  EXPECT_TRUE(generate(chat, &text, &last).ok());
+  EXPECT_LE(last.usage().completion_tokens(), 5);
+
+  kvasir::v1::GenerateRequest bad = req;
+  bad.mutable_sampling()->set_top_p(0);
+  EXPECT_EQ(generate(bad, &text, &last).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  bad = req;
+  bad.set_model("nope");
+  EXPECT_EQ(generate(bad, &text, &last).error_code(), grpc::StatusCode::NOT_FOUND);
+  bad = req;
+  bad.mutable_sampling()->set_max_tokens(100000);
+  EXPECT_EQ(generate(bad, &text, &last).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  kvasir::v1::GenerateRequest empty;
+  EXPECT_EQ(generate(empty, &text, &last).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(s.Alive());
 }
 
 }  // namespace

@@ -1,0 +1,34 @@
+// gRPC front end: the kvasir.v1.Completion service over the router's CompletionService, plus
+// the standard grpc.health.v1 health service and server reflection. The only place (with its
+// .cc) where Completion protobuf types meet the native request types.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+#include "router/completion_service.h"
+
+namespace grpc {
+class Server;
+}
+
+namespace kvasir::transport {
+
+class CompletionGrpcServer {
+ public:
+  explicit CompletionGrpcServer(CompletionService* service);
+  ~CompletionGrpcServer();
+
+  // Listens on host:port (0 picks a free port); returns the bound port.
+  absl::StatusOr<int> Start(const std::string& host, int port);
+  void Stop();
+
+ private:
+  class Impl;
+  CompletionService* service_;
+  std::unique_ptr<Impl> impl_;
+  std::unique_ptr<grpc::Server> server_;
+};
+
+}  // namespace kvasir::transport
