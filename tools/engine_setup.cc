@@ -40,12 +40,16 @@ absl::StatusOr<std::unique_ptr<LocalModel>> CreateLocalModel(const EngineOptions
   kc.num_kv_heads = c.num_kv_heads;
   kc.head_dim = c.head_dim;
   kc.block_size = o.block_size;
-  int64_t tokens = o.kv_tokens > 0 ? o.kv_tokens : static_cast<int64_t>(c.max_position_embeddings) * 4;
-  int64_t blocks = o.kv_blocks > 0
-                       ? o.kv_blocks
-                       : static_cast<int64_t>(c.num_layers) * c.num_kv_heads *
-                             ((tokens + o.block_size - 1) / o.block_size + 1);
-  const int64_t bytes = blocks * o.block_size * c.head_dim * 2 * static_cast<int64_t>(sizeof(float));
+  const int64_t tables = static_cast<int64_t>(c.num_layers) * c.num_kv_heads;
+  const int64_t bytes_per_block = int64_t{o.block_size} * c.head_dim * 2 * sizeof(float);
+  int64_t blocks = o.kv_blocks;
+  if (blocks <= 0 && o.kv_tokens > 0) {
+    blocks = tables * ((o.kv_tokens + o.block_size - 1) / o.block_size + 1);
+  } else if (blocks <= 0) {
+    const int64_t per_ctx = tables * ((c.max_position_embeddings + o.block_size - 1) / o.block_size);
+    blocks = std::min(per_ctx * o.kv_contexts, o.kv_max_bytes / bytes_per_block);
+  }
+  const int64_t bytes = blocks * bytes_per_block;
   if (blocks > INT32_MAX || bytes > (int64_t{64} << 30)) {
     return absl::ResourceExhaustedError(absl::StrCat("KV cache of ", blocks, " blocks (",
                                                      bytes >> 20, " MiB) is too large"));

@@ -21,7 +21,9 @@ struct EngineOptions {
   uint64_t seed = 0;
   int threads = 2;
   int64_t kv_blocks = 0;      // 0: enough for kv_tokens tokens
-  int64_t kv_tokens = 0;      // 0: max_position_embeddings * 4
+  int64_t kv_tokens = 0;      // 0: kv_contexts full contexts
+  int64_t kv_contexts = 4;    // full contexts when neither kv_blocks nor kv_tokens is set
+  int64_t kv_max_bytes = int64_t{64} << 30;  // cap on the default pool's K+V bytes
   int32_t block_size = 16;
   bool need_tokenizer = true;
 };

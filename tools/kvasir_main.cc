@@ -420,22 +420,12 @@ int Serve(int argc, char** argv) {
     return Fail(absl::InvalidArgumentError("--port, --max-num-seqs, --max-num-batched-tokens, --max-waiting or --kv-blocks out of range"));
   }
   eo->kv_blocks = *blocks;
+  eo->kv_contexts = 64;              // default pool: 64 full contexts,
+  eo->kv_max_bytes = int64_t{4} << 30;  // capped at 4 GiB of K+V
   auto engine = CreateLocalModel(*eo);
   if (!engine.ok()) return Fail(engine.status());
   LocalModel& e = **engine;
   if (!e.tokenizer) return Fail(absl::FailedPreconditionError("the model has no tokenizer"));
-  if (*blocks == 0) {
-    // Default pool: 64 full contexts, capped at 4 GiB of KV.
-    const ModelConfig& c = e.weights->config;
-    int64_t per_ctx = int64_t{c.num_layers} * c.num_kv_heads * ((c.max_position_embeddings + 15) / 16);
-    int64_t bytes_per_block = int64_t{16} * c.head_dim * 2 * 4;
-    int64_t n = std::min<int64_t>(per_ctx * 64, (int64_t{4} << 30) / bytes_per_block);
-    KvCacheConfig kc = e.cache->config();
-    kc.num_blocks = static_cast<int32_t>(n);
-    e.runner.reset();
-    e.cache = std::make_unique<KvCache>(kc);
-    e.runner = std::make_unique<ModelRunner>(e.weights.get(), e.backend.get(), e.cache.get());
-  }
   EngineConfig ec;
   ec.max_num_seqs = static_cast<int32_t>(*seqs);
   ec.max_num_batched_tokens = static_cast<int32_t>(*tokens);
