@@ -129,7 +129,7 @@ int Generate(int argc, char** argv) {
   auto ids = e.tokenizer->Encode(a->Str("prompt"), !a->Has("no-bos"));
   if (!ids.ok()) return Fail(ids.status());
   if (ids->empty()) return Fail(absl::InvalidArgumentError("the prompt encodes to no tokens"));
-  Generator gen(e.runner.get(), e.cache.get(), e.tokenizer.get());
+  Generator gen(e.runner.get(), e.tokenizer.get());
   GenerationRequest req{*ids, p};
   auto t0 = std::chrono::steady_clock::now();
   auto res = gen.Generate({req}, [](size_t, int32_t, std::string_view text) {
@@ -430,7 +430,7 @@ int Serve(int argc, char** argv) {
   ec.max_num_seqs = static_cast<int32_t>(*seqs);
   ec.max_num_batched_tokens = static_cast<int32_t>(*tokens);
   ec.max_waiting = static_cast<int32_t>(*waiting);
-  kvasir::Engine loop(e.runner.get(), e.cache.get(), ec);
+  kvasir::Engine loop(e.runner.get(), ec);
   ServiceConfig sc;
   sc.model_name = a->Str("served-model-name", std::filesystem::path(e.model_dir).filename().string());
   if (sc.model_name.empty()) sc.model_name = e.weights->config.name;

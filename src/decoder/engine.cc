@@ -1,13 +1,14 @@
 #include "decoder/engine.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include "common/logging.h"
 
 namespace kvasir {
 
-Engine::Engine(ModelRunner* runner, KvCache* cache, EngineConfig config)
-    : runner_(runner), cache_(cache), config_(config) {}
+Engine::Engine(ModelRunner* runner, EngineConfig config)
+    : runner_(runner), attention_(runner->attention()), config_(config) {}
 
 Engine::~Engine() { Stop(); }
 
@@ -25,12 +26,6 @@ void Engine::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-int64_t Engine::BlocksFor(int64_t tokens) const {
-  const KvCacheConfig& k = cache_->config();
-  return static_cast<int64_t>(k.num_layers) * k.num_kv_heads *
-         ((tokens + k.block_size - 1) / k.block_size);
-}
-
 absl::Status Engine::Submit(EngineRequest request) {
   const ModelConfig& c = runner_->config();
   const int64_t plen = static_cast<int64_t>(request.prompt.size());
@@ -41,10 +36,10 @@ absl::Status Engine::Submit(EngineRequest request) {
         " tokens"));
   }
   const int64_t total = std::min<int64_t>(plen + request.params.max_tokens, c.max_position_embeddings);
-  if (BlocksFor(total) > cache_->pool().num_blocks()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "prompt + max_tokens (", total, " tokens) needs more KV memory than this worker has (",
-        cache_->pool().num_blocks(), " blocks); lower max_tokens"));
+  if (absl::Status fits = attention_->CheckFits(total); !fits.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt + max_tokens (", total,
+                                                   " tokens) does not fit: ", fits.message(),
+                                                   "; lower max_tokens"));
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -74,11 +69,9 @@ EngineStats Engine::stats() const {
 
 void Engine::Finish(Seq& s, const std::string& reason, absl::Status error, EngineEvent* last) {
   if (s.seq_id != 0) {
-    cache_->Free(s.seq_id);
+    attention_->Release(s.seq_id);
     s.seq_id = 0;
   }
-  reserved_total_ -= s.reserved_blocks;
-  s.reserved_blocks = 0;
   EngineEvent ev;
   if (last) ev = std::move(*last);  // the final token and the finish travel together
   ev.id = s.req.id;
@@ -96,12 +89,19 @@ void Engine::Loop() {
     bool stopping;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      auto news = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stop_ || !incoming_.empty() || !cancels_.empty();
+      };
+      if (admission_blocked_) {
+        // Nothing runs here and the KV the head needs is held by other decoders: poll.
+        cv_.wait_for(lock, std::chrono::milliseconds(5), news);
+      } else {
         // waiting_ too: when the last running sequence finishes, the head of the queue must be
         // admitted without waiting for another arrival.
-        return stop_ || !incoming_.empty() || !cancels_.empty() || !running_.empty() ||
-               !waiting_.empty();
-      });
+        cv_.wait(lock, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return news() || !running_.empty() || !waiting_.empty();
+        });
+      }
       incoming.swap(incoming_);
       cancels.swap(cancels_);
       stopping = stop_;
@@ -128,23 +128,19 @@ void Engine::Loop() {
     if (stopping) break;
 
     // Admission: FCFS; the head of the queue blocks younger requests (no starvation).
-    const int64_t pool_blocks = cache_->pool().num_blocks();
     while (!waiting_.empty() && static_cast<int32_t>(running_.size()) < config_.max_num_seqs) {
       Seq& s = *waiting_.front();
       const int64_t plen = static_cast<int64_t>(s.req.prompt.size());
-      const int64_t need = BlocksFor(
-          std::min<int64_t>(plen + s.req.params.max_tokens, c.max_position_embeddings));
-      if (reserved_total_ + need > pool_blocks) break;
-      while (cache_->Contains(next_seq_id_)) ++next_seq_id_;  // the cache may be shared
-      s.seq_id = next_seq_id_++;
-      if (absl::Status st = cache_->Create(s.seq_id); !st.ok()) {
-        s.seq_id = 0;
+      const int64_t need =
+          std::min<int64_t>(plen + s.req.params.max_tokens, c.max_position_embeddings);
+      while (attention_->Contains(next_seq_id_)) ++next_seq_id_;  // the cache may be shared
+      if (absl::Status st = attention_->Admit(next_seq_id_, need); !st.ok()) {
+        if (absl::IsResourceExhausted(st)) break;  // waits for running sequences to finish
         Finish(s, "error", st);
         waiting_.pop_front();
         continue;
       }
-      s.reserved_blocks = need;
-      reserved_total_ += need;
+      s.seq_id = next_seq_id_++;
       s.sampler = std::make_unique<Sampler>(s.req.params, s.req.prompt);
       running_.push_back(std::move(waiting_.front()));
       waiting_.pop_front();
@@ -235,20 +231,19 @@ void Engine::Loop() {
       std::lock_guard<std::mutex> lock(mu_);
       stats_.running = static_cast<int64_t>(running_.size());
       stats_.waiting = static_cast<int64_t>(waiting_.size());
-      stats_.kv_blocks_total = cache_->pool().num_blocks();
-      stats_.kv_blocks_used = cache_->pool().num_used();
+      const KvUsage u = attention_->Usage();
+      stats_.kv_blocks_total = u.blocks_total;
+      stats_.kv_blocks_used = u.blocks_used;
       if (!batch.empty()) ++stats_.steps;
     }
-    if (batch.empty() && !waiting_.empty() && running_.empty()) {
-      // Nothing runs and the head cannot be admitted: impossible by Submit's checks.
-      Finish(*waiting_.front(), "error", absl::InternalError("request can never be admitted"));
-      waiting_.pop_front();
-    }
+    // Nothing runs and the head cannot be admitted: the KV is held by other decoders sharing
+    // the attention workers (Submit checked that it fits an empty pool).
+    admission_blocked_ = batch.empty() && !waiting_.empty() && running_.empty();
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
     stats_.running = stats_.waiting = 0;
-    stats_.kv_blocks_used = cache_->pool().num_used();
+    stats_.kv_blocks_used = attention_->Usage().blocks_used;
   }
 }
 

@@ -23,7 +23,6 @@
 
 #include "absl/base/thread_annotations.h"
 #include "common/status.h"
-#include "kvcache/kv_cache.h"
 #include "model/model_runner.h"
 #include "model/sampling/sampler.h"
 
@@ -63,7 +62,8 @@ struct EngineStats {
 
 class Engine {
  public:
-  Engine(ModelRunner* runner, KvCache* cache, EngineConfig config);
+  // The runner's attention executor holds the KV (admission reserves capacity there).
+  Engine(ModelRunner* runner, EngineConfig config);
   ~Engine();  // stops the thread; pending requests finish with "abort"
 
   void Start();
@@ -77,7 +77,6 @@ class Engine {
 
   EngineStats stats() const;
   const ModelConfig& model_config() const { return runner_->config(); }
-  int64_t BlocksFor(int64_t tokens) const;  // KV blocks a sequence of `tokens` needs
 
  private:
   struct Seq {
@@ -88,7 +87,6 @@ class Engine {
     int32_t pos = 0;
     int32_t pending = -1;
     int32_t generated = 0;
-    int64_t reserved_blocks = 0;
   };
   void Loop();
   // Frees the sequence and reports its final event (`last`, if given, carries its final token).
@@ -96,7 +94,7 @@ class Engine {
               EngineEvent* last = nullptr);
 
   ModelRunner* runner_;
-  KvCache* cache_;
+  AttentionExecutor* attention_;
   const EngineConfig config_;
 
   mutable std::mutex mu_;
@@ -110,8 +108,8 @@ class Engine {
   // Engine-thread state.
   std::deque<std::unique_ptr<Seq>> waiting_;
   std::vector<std::unique_ptr<Seq>> running_;
-  int64_t reserved_total_ = 0;
   int64_t next_seq_id_ = 1;
+  bool admission_blocked_ = false;
 };
 
 }  // namespace kvasir

@@ -10,9 +10,9 @@
 
 namespace kvasir {
 
-Generator::Generator(ModelRunner* runner, KvCache* cache, const Tokenizer* tokenizer,
+Generator::Generator(ModelRunner* runner, const Tokenizer* tokenizer,
                      GeneratorOptions options)
-    : runner_(runner), cache_(cache), tokenizer_(tokenizer), options_(options) {}
+    : runner_(runner), tokenizer_(tokenizer), options_(options) {}
 
 absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
     const std::vector<GenerationRequest>& requests, const StreamCallback& on_text) {
@@ -52,7 +52,7 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
   ec.max_num_seqs = options_.max_sequences;
   ec.max_num_batched_tokens = options_.max_batch_tokens;
   ec.max_waiting = static_cast<int32_t>(requests.size()) + 1;
-  Engine engine(runner_, cache_, ec);
+  Engine engine(runner_, ec);
   engine.Start();
   for (size_t i = 0; i < requests.size(); ++i) {
     results[i].prompt_tokens = static_cast<int32_t>(requests[i].prompt.size());

@@ -43,7 +43,7 @@ using StreamCallback = std::function<void(size_t index, int32_t token, std::stri
 class Generator {
  public:
   // tokenizer may be null: then no text is produced and stop strings are rejected.
-  Generator(ModelRunner* runner, KvCache* cache, const Tokenizer* tokenizer,
+  Generator(ModelRunner* runner, const Tokenizer* tokenizer,
             GeneratorOptions options = {});
 
   absl::StatusOr<std::vector<GenerationResult>> Generate(
@@ -51,7 +51,7 @@ class Generator {
 
  private:
   ModelRunner* runner_;
-  KvCache* cache_;
+
   const Tokenizer* tokenizer_;
   GeneratorOptions options_;
 };

@@ -43,7 +43,7 @@ TEST_F(GeneratorTest, BatchOfRequestsEqualsEachAlone) {
                                          Req("The sun", 64)};
   reqs[1].params.temperature = 0.8f;
   reqs[1].params.seed = 3;
-  Generator gen(runner_.get(), cache_.get(), tok_.get(), GeneratorOptions{7, 256});
+  Generator gen(runner_.get(), tok_.get(), GeneratorOptions{7, 256});
   auto together = gen.Generate(reqs);
   ASSERT_TRUE(together.ok()) << together.status();
   for (size_t i = 0; i < reqs.size(); ++i) {
@@ -62,7 +62,7 @@ TEST_F(GeneratorTest, StopStringsCutTheTextAndStreamEqualsResult) {
   GenerationRequest r = Req("Once upon a time", 100);
   r.params.stop = {"Lily"};
   std::string streamed;
-  Generator gen(runner_.get(), cache_.get(), tok_.get());
+  Generator gen(runner_.get(), tok_.get());
   auto res = gen.Generate({r}, [&](size_t, int32_t, std::string_view t) { streamed += t; });
   ASSERT_TRUE(res.ok());
   EXPECT_EQ((*res)[0].text, ", there was a little girl named ");
@@ -72,7 +72,7 @@ TEST_F(GeneratorTest, StopStringsCutTheTextAndStreamEqualsResult) {
 
 TEST_F(GeneratorTest, StopTokenIdsEosAndLogprobs) {
   GenerationRequest base = Req("Once upon a time", 20);
-  Generator gen(runner_.get(), cache_.get(), tok_.get());
+  Generator gen(runner_.get(), tok_.get());
   auto full = gen.Generate({base});
   ASSERT_TRUE(full.ok());
   const auto& toks = (*full)[0].tokens;
@@ -107,7 +107,7 @@ TEST_F(GeneratorTest, StopTokenIdsEosAndLogprobs) {
 }
 
 TEST_F(GeneratorTest, RejectsInvalidRequestsUpFront) {
-  Generator gen(runner_.get(), cache_.get(), tok_.get());
+  Generator gen(runner_.get(), tok_.get());
   GenerationRequest r = Req("hi", 5);
   r.params.top_p = 0;
   EXPECT_EQ(gen.Generate({Req("ok", 3), r}).status().code(), absl::StatusCode::kInvalidArgument);

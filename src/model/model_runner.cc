@@ -7,28 +7,41 @@
 
 namespace kvasir {
 
+namespace {
+
+AttentionShape ShapeOf(const ModelConfig& c) {
+  return {c.num_heads, c.num_kv_heads, c.head_dim, c.num_layers};
+}
+
+}  // namespace
+
 ModelRunner::ModelRunner(const ModelWeights* weights, Backend* backend, KvCache* cache)
-    : weights_(weights), backend_(backend), cache_(cache) {
+    : weights_(weights),
+      backend_(backend),
+      local_(std::make_unique<LocalAttention>(cache, backend, ShapeOf(weights->config))),
+      attention_(local_.get()) {
   std::vector<double> inv = RopeInvFrequencies(weights->config);
   inv_freq_.assign(inv.begin(), inv.end());
-  const KvCacheConfig& kc = cache->config();
-  KVASIR_CHECK(kc.num_layers == weights->config.num_layers);
-  KVASIR_CHECK(kc.num_kv_heads == weights->config.num_kv_heads);
-  KVASIR_CHECK(kc.head_dim == weights->config.head_dim);
+}
+
+ModelRunner::ModelRunner(const ModelWeights* weights, Backend* backend,
+                         AttentionExecutor* attention)
+    : weights_(weights), backend_(backend), attention_(attention) {
+  std::vector<double> inv = RopeInvFrequencies(weights->config);
+  inv_freq_.assign(inv.begin(), inv.end());
 }
 
 absl::StatusOr<ForwardResult> ModelRunner::Forward(const std::vector<SequenceInput>& batch) {
   const ModelConfig& c = weights_->config;
   const int64_t d = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim(), hd = c.head_dim;
   const int64_t inter = c.intermediate_size, qkv_dim = qd + 2 * kvd;
-  const int32_t G = c.group_size(), KVH = c.num_kv_heads;
   const float eps = static_cast<float>(c.rms_norm_eps);
 
   // ---- Validate everything before changing any state.
   int64_t T = 0;
   for (size_t b = 0; b < batch.size(); ++b) {
     const SequenceInput& s = batch[b];
-    if (!cache_->Contains(s.seq_id)) {
+    if (!attention_->Contains(s.seq_id)) {
       return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, " has no KV cache"));
     }
     if (s.tokens.empty()) {
@@ -54,18 +67,11 @@ absl::StatusOr<ForwardResult> ModelRunner::Forward(const std::vector<SequenceInp
     }
     T += static_cast<int64_t>(s.tokens.size());
   }
-  int64_t blocks_needed = 0;
-  for (const SequenceInput& s : batch) {
-    blocks_needed += cache_->BlocksNeeded(s.seq_id, static_cast<int32_t>(s.tokens.size()));
+  std::vector<AttentionStepSeq> step(batch.size());
+  for (size_t b = 0; b < batch.size(); ++b) {
+    step[b] = {batch[b].seq_id, batch[b].start_pos, static_cast<int32_t>(batch[b].tokens.size())};
   }
-  if (blocks_needed > cache_->pool().num_free()) {
-    return absl::ResourceExhaustedError(absl::StrCat("KV cache full: the step needs ",
-                                                     blocks_needed, " blocks, ",
-                                                     cache_->pool().num_free(), " free"));
-  }
-  for (const SequenceInput& s : batch) {
-    RETURN_IF_ERROR(cache_->Reserve(s.seq_id, static_cast<int32_t>(s.tokens.size())));
-  }
+  RETURN_IF_ERROR(attention_->BeginStep(step));
 
   // ---- Flatten the batch.
   std::vector<int32_t> ids(T), positions(T);
@@ -90,8 +96,6 @@ absl::StatusOr<ForwardResult> ModelRunner::Forward(const std::vector<SequenceInp
 
   backend_->Embedding(ids.data(), weights_->embed, x_.data(), T, d);
 
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  const int32_t split = attention_split_;
   for (int32_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& lw = weights_->layers[l];
     if (l == 0) {
@@ -101,70 +105,7 @@ absl::StatusOr<ForwardResult> ModelRunner::Forward(const std::vector<SequenceInp
     backend_->Rope(qkv_.data(), T, qkv_dim, c.num_heads + c.num_kv_heads, hd, positions.data(),
                    inv_freq_.data(), c.rope_style);
 
-    // Append the new K/V of every (sequence, kv_head), remembering each table's old length.
-    std::vector<int32_t> len_before(batch.size() * KVH);
-    {
-      int64_t r = 0;
-      for (size_t b = 0; b < batch.size(); ++b) {
-        const int32_t n = static_cast<int32_t>(batch[b].tokens.size());
-        for (int32_t kh = 0; kh < KVH; ++kh) {
-          len_before[b * KVH + kh] = cache_->table(batch[b].seq_id, l, kh).length;
-          const float* k = qkv_.data() + r * qkv_dim + qd + kh * hd;
-          cache_->Append(batch[b].seq_id, l, kh, k, k + kvd, n, qkv_dim);
-        }
-        r += n;
-      }
-    }
-
-    // Partial attention per (token, kv_head, segment), then merge per (token, kv_head).
-    int32_t max_parts = 1;
-    if (split > 0) {
-      for (size_t b = 0; b < batch.size(); ++b) {
-        for (int32_t kh = 0; kh < KVH; ++kh) {
-          int32_t len = cache_->table(batch[b].seq_id, l, kh).length;
-          max_parts = std::max(max_parts, (len + split - 1) / split);
-        }
-      }
-    }
-    const int64_t groups = T * KVH;
-    o_parts_.resize(groups * max_parts * G * hd);
-    lse_parts_.resize(groups * max_parts * G);
-    items_.clear();
-    items_.reserve(groups * max_parts);
-    const BlockPool& pool = cache_->pool();
-    {
-      int64_t r = 0;
-      for (size_t b = 0; b < batch.size(); ++b) {
-        const int32_t n = static_cast<int32_t>(batch[b].tokens.size());
-        for (int32_t i = 0; i < n; ++i, ++r) {
-          for (int32_t kh = 0; kh < KVH; ++kh) {
-            const PageTable& table = cache_->table(batch[b].seq_id, l, kh);
-            const int32_t end = len_before[b * KVH + kh] + i + 1;  // causal
-            const int64_t g = r * KVH + kh;
-            for (int32_t part = 0; part < max_parts; ++part) {
-              PagedAttentionParams p;
-              p.k_pool = pool.k_data();
-              p.v_pool = pool.v_data();
-              p.block_table = table.blocks.data();
-              p.block_size = pool.block_size();
-              p.head_dim = static_cast<int32_t>(hd);
-              p.begin = split > 0 ? std::min(end, part * split) : 0;
-              p.end = split > 0 ? std::min(end, (part + 1) * split) : end;
-              p.q = qkv_.data() + r * qkv_dim + static_cast<int64_t>(kh) * G * hd;
-              p.group = G;
-              p.scale = scale;
-              p.o = o_parts_.data() + (g * max_parts + part) * G * hd;
-              p.lse = lse_parts_.data() + (g * max_parts + part) * G;
-              items_.push_back(p);
-            }
-          }
-        }
-      }
-    }
-    backend_->PagedPartialAttention(items_.data(), static_cast<int64_t>(items_.size()));
-    // Group g = (token r, kv head kh) lands at attn_[r, kh * G * hd], i.e. stride G * hd.
-    backend_->MergeAttention(groups, max_parts, o_parts_.data(), lse_parts_.data(), G,
-                             static_cast<int32_t>(hd), attn_.data(), G * hd);
+    RETURN_IF_ERROR(attention_->Attend(l, qkv_.data(), qkv_dim, attn_.data()));
 
     backend_->Gemm(attn_.data(), lw.wo, tmp_.data(), T, d, qd);
     backend_->AddRmsNorm(x_.data(), tmp_.data(), lw.ffn_norm, h_.data(), T, d, eps);

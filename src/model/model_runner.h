@@ -7,10 +7,13 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "common/status.h"
 #include "kvcache/kv_cache.h"
+#include "model/attention_executor.h"
+#include "model/local_attention.h"
 #include "model/weights.h"
 #include "runtime/backend.h"
 
@@ -34,7 +37,10 @@ struct ForwardResult {
 
 class ModelRunner {
  public:
+  // Attention over a KV cache of this process.
   ModelRunner(const ModelWeights* weights, Backend* backend, KvCache* cache);
+  // Attention wherever `attention` keeps the KV (e.g. attention workers); it must outlive this.
+  ModelRunner(const ModelWeights* weights, Backend* backend, AttentionExecutor* attention);
 
   // Validates the whole batch before touching the cache: unknown sequences, empty inputs,
   // token ids outside the vocabulary and positions past the context are InvalidArgument; a
@@ -43,21 +49,23 @@ class ModelRunner {
 
   // Cuts each attention range into segments of at most `tokens` (0: one segment), computed
   // separately and merged; used to check that distributed attention is exact.
-  void set_attention_split(int32_t tokens) { attention_split_ = tokens; }
+  // Only with the local attention.
+  void set_attention_split(int32_t tokens) {
+    if (local_) local_->set_split(tokens);
+  }
 
   const ModelConfig& config() const { return weights_->config; }
+  AttentionExecutor* attention() { return attention_; }
 
  private:
   const ModelWeights* weights_;
   Backend* backend_;
-  KvCache* cache_;
-  int32_t attention_split_ = 0;
+  std::unique_ptr<LocalAttention> local_;  // set by the KvCache constructor
+  AttentionExecutor* attention_;
   std::vector<float> inv_freq_;  // [head_dim / 2]
 
   // Scratch, reused across calls.
   std::vector<float> x_, h_, qkv_, attn_, tmp_, gate_up_, act_;
-  std::vector<float> o_parts_, lse_parts_;
-  std::vector<PagedAttentionParams> items_;
 };
 
 }  // namespace kvasir

@@ -64,7 +64,7 @@ class Stories260K : public ::testing::Test {
     runner.set_attention_split(split);
     GeneratorOptions go;
     go.max_batch_tokens = max_batch_tokens;
-    Generator gen(&runner, &cache, nullptr, go);
+    Generator gen(&runner, nullptr, go);
     GenerationRequest req;
     req.prompt = ref_.prompt;
     req.params.temperature = 0;
@@ -205,7 +205,7 @@ TEST_F(Stories260K, RejectsBadInputWithoutChangingState) {
             absl::StatusCode::kResourceExhausted);  // 40 tables x 19 blocks > 60
   EXPECT_EQ(cache.pool().num_free(), free_before);
 
-  Generator gen(&runner, &cache, nullptr);
+  Generator gen(&runner, nullptr);
   GenerationRequest too_long;
   too_long.prompt.assign(512, 5);
   auto r = gen.Generate({too_long});

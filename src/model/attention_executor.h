@@ -1,0 +1,56 @@
+// Where attention over the KV history runs, seen from the model runner and the engine.
+//
+// The model runner computes everything except attention over the history; per layer it hands
+// the step's q (and new k, v) to an AttentionExecutor, which appends the new K/V wherever the
+// sequence's KV lives and returns the attention output. LocalAttention (local_attention.h) keeps
+// the KV in this process; DistributedAttention (src/attention/) spreads each sequence over
+// attention workers in segments and merges their partial results (DESIGN.md, DistAttention).
+//
+// The engine admits a sequence by reserving KV capacity for its whole budget (prompt +
+// max_tokens), so a running sequence never runs out of blocks.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "common/status.h"
+
+namespace kvasir {
+
+struct AttentionStepSeq {
+  int64_t seq_id = 0;
+  int32_t start_pos = 0;   // position of the first new token
+  int32_t num_tokens = 0;  // new tokens this step (rows in the step, in batch order)
+};
+
+struct KvUsage {
+  int64_t blocks_total = 0;
+  int64_t blocks_used = 0;  // reserved or holding tokens
+};
+
+class AttentionExecutor {
+ public:
+  virtual ~AttentionExecutor() = default;
+
+  // ---- Capacity (engine admission).
+  // Reserves room for `max_tokens` tokens of a new sequence. ResourceExhausted: not now (retry
+  // when others finish); other errors are final.
+  virtual absl::Status Admit(int64_t seq_id, int64_t max_tokens) = 0;
+  // Frees everything the sequence holds; unknown ids are ignored.
+  virtual void Release(int64_t seq_id) = 0;
+  virtual bool Contains(int64_t seq_id) const = 0;
+  // InvalidArgument when a sequence of `tokens` tokens could never be admitted.
+  virtual absl::Status CheckFits(int64_t tokens) const = 0;
+  virtual KvUsage Usage() const = 0;
+
+  // ---- One forward step.
+  // Checks and makes room for the step's new tokens; on error nothing changed.
+  virtual absl::Status BeginStep(std::span<const AttentionStepSeq> seqs) = 0;
+  // Layer `layer` of the step begun last: qkv is [T, qkv_stride] in step order, each row
+  // q [num_heads * head_dim] | k [kv_dim] | v [kv_dim] with RoPE applied. Appends k, v and
+  // writes causal attention over each sequence's whole history to out [T, num_heads * head_dim].
+  virtual absl::Status Attend(int32_t layer, const float* qkv, int64_t qkv_stride,
+                              float* out) = 0;
+};
+
+}  // namespace kvasir

@@ -1,0 +1,153 @@
+#include "model/local_attention.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "common/logging.h"
+
+namespace kvasir {
+
+LocalAttention::LocalAttention(KvCache* cache, Backend* backend, AttentionShape shape)
+    : cache_(cache), backend_(backend), shape_(shape) {
+  const KvCacheConfig& kc = cache->config();
+  KVASIR_CHECK(kc.num_layers == shape.num_layers);
+  KVASIR_CHECK(kc.num_kv_heads == shape.num_kv_heads);
+  KVASIR_CHECK(kc.head_dim == shape.head_dim);
+}
+
+int64_t LocalAttention::BlocksFor(int64_t tokens) const {
+  const KvCacheConfig& k = cache_->config();
+  return static_cast<int64_t>(k.num_layers) * k.num_kv_heads *
+         ((tokens + k.block_size - 1) / k.block_size);
+}
+
+absl::Status LocalAttention::CheckFits(int64_t tokens) const {
+  if (BlocksFor(tokens) > cache_->pool().num_blocks()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        tokens, " tokens need more KV memory than this worker has (", cache_->pool().num_blocks(),
+        " blocks of ", cache_->config().block_size, " tokens per layer and KV head)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LocalAttention::Admit(int64_t seq_id, int64_t max_tokens) {
+  RETURN_IF_ERROR(CheckFits(max_tokens));
+  if (cache_->Contains(seq_id)) {
+    return absl::AlreadyExistsError(absl::StrCat("sequence ", seq_id, " exists"));
+  }
+  const int64_t need = BlocksFor(max_tokens);
+  if (reserved_total_ + need > cache_->pool().num_blocks()) {
+    return absl::ResourceExhaustedError(absl::StrCat("KV pool reserved: ", reserved_total_, " of ",
+                                                     cache_->pool().num_blocks(), " blocks"));
+  }
+  RETURN_IF_ERROR(cache_->Create(seq_id));
+  reserved_[seq_id] = need;
+  reserved_total_ += need;
+  return absl::OkStatus();
+}
+
+void LocalAttention::Release(int64_t seq_id) {
+  cache_->Free(seq_id);
+  if (auto it = reserved_.find(seq_id); it != reserved_.end()) {
+    reserved_total_ -= it->second;
+    reserved_.erase(it);
+  }
+}
+
+KvUsage LocalAttention::Usage() const {
+  return {cache_->pool().num_blocks(), cache_->pool().num_used()};
+}
+
+absl::Status LocalAttention::BeginStep(std::span<const AttentionStepSeq> seqs) {
+  int64_t blocks_needed = 0;
+  for (const AttentionStepSeq& s : seqs) {
+    if (!cache_->Contains(s.seq_id)) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, " has no KV cache"));
+    }
+    blocks_needed += cache_->BlocksNeeded(s.seq_id, s.num_tokens);
+  }
+  if (blocks_needed > cache_->pool().num_free()) {
+    return absl::ResourceExhaustedError(absl::StrCat("KV cache full: the step needs ",
+                                                     blocks_needed, " blocks, ",
+                                                     cache_->pool().num_free(), " free"));
+  }
+  for (const AttentionStepSeq& s : seqs) {
+    RETURN_IF_ERROR(cache_->Reserve(s.seq_id, s.num_tokens));
+  }
+  step_.assign(seqs.begin(), seqs.end());
+  return absl::OkStatus();
+}
+
+absl::Status LocalAttention::Attend(int32_t layer, const float* qkv, int64_t qkv_stride,
+                                    float* out) {
+  const int32_t KVH = shape_.num_kv_heads, G = shape_.group(), hd = shape_.head_dim;
+  const int64_t qd = shape_.q_dim(), kvd = shape_.kv_dim();
+  int64_t T = 0;
+  for (const AttentionStepSeq& s : step_) T += s.num_tokens;
+
+  // Append the new K/V of every (sequence, kv_head), remembering each table's old length.
+  std::vector<int32_t> len_before(step_.size() * KVH);
+  {
+    int64_t r = 0;
+    for (size_t b = 0; b < step_.size(); ++b) {
+      for (int32_t kh = 0; kh < KVH; ++kh) {
+        len_before[b * KVH + kh] = cache_->table(step_[b].seq_id, layer, kh).length;
+        const float* k = qkv + r * qkv_stride + qd + kh * hd;
+        cache_->Append(step_[b].seq_id, layer, kh, k, k + kvd, step_[b].num_tokens, qkv_stride);
+      }
+      r += step_[b].num_tokens;
+    }
+  }
+
+  // Partial attention per (token, kv_head, segment), then merge per (token, kv_head).
+  const int32_t split = split_;
+  int32_t max_parts = 1;
+  if (split > 0) {
+    for (size_t b = 0; b < step_.size(); ++b) {
+      for (int32_t kh = 0; kh < KVH; ++kh) {
+        int32_t len = cache_->table(step_[b].seq_id, layer, kh).length;
+        max_parts = std::max(max_parts, (len + split - 1) / split);
+      }
+    }
+  }
+  const int64_t groups = T * KVH;
+  o_parts_.resize(groups * max_parts * G * hd);
+  lse_parts_.resize(groups * max_parts * G);
+  items_.clear();
+  items_.reserve(groups * max_parts);
+  const BlockPool& pool = cache_->pool();
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  int64_t r = 0;
+  for (size_t b = 0; b < step_.size(); ++b) {
+    for (int32_t i = 0; i < step_[b].num_tokens; ++i, ++r) {
+      for (int32_t kh = 0; kh < KVH; ++kh) {
+        const PageTable& table = cache_->table(step_[b].seq_id, layer, kh);
+        const int32_t end = len_before[b * KVH + kh] + i + 1;  // causal
+        const int64_t g = r * KVH + kh;
+        for (int32_t part = 0; part < max_parts; ++part) {
+          PagedAttentionParams p;
+          p.k_pool = pool.k_data();
+          p.v_pool = pool.v_data();
+          p.block_table = table.blocks.data();
+          p.block_size = pool.block_size();
+          p.head_dim = hd;
+          p.begin = split > 0 ? std::min(end, part * split) : 0;
+          p.end = split > 0 ? std::min(end, (part + 1) * split) : end;
+          p.q = qkv + r * qkv_stride + static_cast<int64_t>(kh) * G * hd;
+          p.group = G;
+          p.scale = scale;
+          p.o = o_parts_.data() + (g * max_parts + part) * G * hd;
+          p.lse = lse_parts_.data() + (g * max_parts + part) * G;
+          items_.push_back(p);
+        }
+      }
+    }
+  }
+  backend_->PagedPartialAttention(items_.data(), static_cast<int64_t>(items_.size()));
+  // Group g = (token r, kv head kh) lands at out[r, kh * G * hd], i.e. stride G * hd.
+  backend_->MergeAttention(groups, max_parts, o_parts_.data(), lse_parts_.data(), G, hd, out,
+                           static_cast<int64_t>(G) * hd);
+  return absl::OkStatus();
+}
+
+}  // namespace kvasir

@@ -1,0 +1,53 @@
+// AttentionExecutor over a KvCache of this process (the embedded mode and the CPU reference).
+#pragma once
+
+#include <vector>
+
+#include "kvcache/kv_cache.h"
+#include "model/attention_executor.h"
+#include "runtime/backend.h"
+
+namespace kvasir {
+
+struct AttentionShape {
+  int32_t num_heads = 0;
+  int32_t num_kv_heads = 0;
+  int32_t head_dim = 0;
+  int32_t num_layers = 0;
+  int32_t q_dim() const { return num_heads * head_dim; }
+  int32_t kv_dim() const { return num_kv_heads * head_dim; }
+  int32_t group() const { return num_heads / num_kv_heads; }
+};
+
+class LocalAttention : public AttentionExecutor {
+ public:
+  LocalAttention(KvCache* cache, Backend* backend, AttentionShape shape);
+
+  // Cuts each attention range into segments of at most `tokens` (0: one segment), computed
+  // separately and merged; checks that split attention is exact.
+  void set_split(int32_t tokens) { split_ = tokens; }
+
+  absl::Status Admit(int64_t seq_id, int64_t max_tokens) override;
+  void Release(int64_t seq_id) override;
+  bool Contains(int64_t seq_id) const override { return cache_->Contains(seq_id); }
+  absl::Status CheckFits(int64_t tokens) const override;
+  KvUsage Usage() const override;
+  absl::Status BeginStep(std::span<const AttentionStepSeq> seqs) override;
+  absl::Status Attend(int32_t layer, const float* qkv, int64_t qkv_stride, float* out) override;
+
+ private:
+  int64_t BlocksFor(int64_t tokens) const;
+
+  KvCache* cache_;
+  Backend* backend_;
+  AttentionShape shape_;
+  int32_t split_ = 0;
+  // Admission reservations: seq -> blocks, and their sum (<= pool size).
+  std::unordered_map<int64_t, int64_t> reserved_;
+  int64_t reserved_total_ = 0;
+  std::vector<AttentionStepSeq> step_;
+  std::vector<float> o_parts_, lse_parts_;
+  std::vector<PagedAttentionParams> items_;
+};
+
+}  // namespace kvasir
