@@ -1,0 +1,260 @@
+#include "attention/distributed_attention.h"
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+
+#include "common/logging.h"
+#include "kernels/attention/paged_attention_ref.h"
+#include "kvcache/kv_directory.h"
+
+namespace kvasir {
+
+DistributedAttention::DistributedAttention(AttentionShape shape, SegmentDirectory* directory,
+                                           LinkResolver links, int64_t key_prefix)
+    : shape_(shape), directory_(directory), resolve_(std::move(links)), key_prefix_(key_prefix) {}
+
+absl::Status DistributedAttention::CheckFits(int64_t tokens) const {
+  const int64_t max = directory_->MaxTokens();
+  if (max == 0) return absl::UnavailableError("no attention worker is reachable");
+  if (tokens > max) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        tokens, " tokens need more KV memory than the attention workers have (", max,
+        " tokens in all)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DistributedAttention::Admit(int64_t seq_id, int64_t max_tokens) {
+  if (seqs_.count(seq_id)) return absl::AlreadyExistsError(absl::StrCat("sequence ", seq_id));
+  ASSIGN_OR_RETURN(std::vector<SegmentPlacement> segs,
+                   directory_->Allocate(Key(seq_id), max_tokens));
+  SeqState st;
+  for (const SegmentPlacement& p : segs) {
+    absl::StatusOr<AttentionLink*> link = resolve_(p.worker);
+    if (!link.ok()) {
+      directory_->Free(Key(seq_id));
+      return absl::UnavailableError(absl::StrCat("attention worker ", p.worker, ": ",
+                                                 link.status().message()));
+    }
+    st.links.push_back(*link);
+    st.capacity += p.capacity;
+  }
+  st.segments = std::move(segs);
+  seqs_[seq_id] = std::move(st);
+  return absl::OkStatus();
+}
+
+void DistributedAttention::Release(int64_t seq_id) {
+  if (seqs_.erase(seq_id)) directory_->Free(Key(seq_id));
+}
+
+const std::vector<SegmentPlacement>* DistributedAttention::segments(int64_t seq_id) const {
+  auto it = seqs_.find(seq_id);
+  return it == seqs_.end() ? nullptr : &it->second.segments;
+}
+
+absl::Status DistributedAttention::BeginStep(std::span<const AttentionStepSeq> seqs) {
+  for (const AttentionStepSeq& s : seqs) {
+    auto it = seqs_.find(s.seq_id);
+    if (it == seqs_.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, " has no KV cache"));
+    }
+    if (static_cast<int64_t>(s.start_pos) + s.num_tokens > it->second.capacity) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "sequence ", s.seq_id, " reserved ", it->second.capacity, " tokens; the step needs ",
+          static_cast<int64_t>(s.start_pos) + s.num_tokens));
+    }
+  }
+  step_.assign(seqs.begin(), seqs.end());
+  return absl::OkStatus();
+}
+
+absl::Status DistributedAttention::Attend(int32_t layer, const float* qkv, int64_t qkv_stride,
+                                          float* out) {
+  const int32_t H = shape_.num_heads, hd = shape_.head_dim;
+  const int64_t qd = shape_.q_dim(), kvd = shape_.kv_dim();
+  const int64_t row_width = static_cast<int64_t>(H) * hd;
+
+  // Work per link: items and where each item's rows land in the link's reply.
+  struct Part {
+    int64_t first_row;  // row in the step of the item's first query
+    int64_t reply_row;  // row in the link's reply
+  };
+  struct LinkWork {
+    AttentionLink* link;
+    std::vector<ShardItem> items;
+    std::vector<Part> parts;
+    int64_t rows = 0;
+    std::vector<float> o, lse;
+  };
+  std::vector<LinkWork> work;
+  std::vector<int32_t> parts_per_row;  // [T]
+  int64_t r0 = 0;
+  for (const AttentionStepSeq& s : step_) {
+    const SeqState& st = seqs_.at(s.seq_id);
+    const int64_t p = s.start_pos, n = s.num_tokens;
+    int32_t visible = 0;
+    for (size_t j = 0; j < st.segments.size(); ++j) {
+      const SegmentPlacement& seg = st.segments[j];
+      if (seg.base >= p + n) continue;  // holds no token any row of this step can see
+      ++visible;
+      ShardItem it;
+      it.segment_key = Key(s.seq_id);
+      it.q_start = s.start_pos;
+      it.num_queries = s.num_tokens;
+      it.q = qkv + r0 * qkv_stride;
+      it.q_stride = qkv_stride;
+      const int64_t a0 = std::max<int64_t>(p, seg.base);
+      const int64_t a1 = std::min<int64_t>(p + n, static_cast<int64_t>(seg.base) + seg.capacity);
+      if (a1 > a0) {
+        it.num_append = static_cast<int32_t>(a1 - a0);
+        it.k = qkv + (r0 + a0 - p) * qkv_stride + qd;
+        it.v = it.k + kvd;
+        it.kv_stride = qkv_stride;
+      }
+      auto w = std::find_if(work.begin(), work.end(),
+                            [&](const LinkWork& lw) { return lw.link == st.links[j]; });
+      if (w == work.end()) {
+        work.push_back({st.links[j], {}, {}, 0, {}, {}});
+        w = work.end() - 1;
+      }
+      w->items.push_back(it);
+      w->parts.push_back({r0, w->rows});
+      w->rows += n;
+    }
+    parts_per_row.insert(parts_per_row.end(), n, visible);
+    r0 += n;
+  }
+  const int64_t T = r0;
+
+  // Send to every worker at once, wait for all.
+  std::mutex mu;
+  std::condition_variable cv;
+  size_t pending = work.size();
+  absl::Status first_error;
+  for (LinkWork& w : work) {
+    w.o.resize(w.rows * row_width);
+    w.lse.resize(w.rows * H);
+    w.link->Step(layer, w.items, w.rows, w.o.data(), w.lse.data(), [&](absl::Status s) {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!s.ok() && first_error.ok()) first_error = std::move(s);
+      if (--pending == 0) cv.notify_all();
+    });
+  }
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return pending == 0; });
+  }
+  RETURN_IF_ERROR(first_error);
+
+  // Merge: gather each row's partials [n_parts, H, hd] / [n_parts, H], merge all heads at once.
+  std::vector<int32_t> filled(T, 0);
+  int32_t max_parts = 0;
+  for (int32_t c : parts_per_row) max_parts = std::max(max_parts, c);
+  std::vector<float> o_parts(T * max_parts * row_width), lse_parts(T * max_parts * H);
+  for (const LinkWork& w : work) {
+    for (size_t i = 0; i < w.items.size(); ++i) {
+      for (int32_t q = 0; q < w.items[i].num_queries; ++q) {
+        const int64_t row = w.parts[i].first_row + q, rr = w.parts[i].reply_row + q;
+        const int64_t slot = row * max_parts + filled[row]++;
+        std::memcpy(o_parts.data() + slot * row_width, w.o.data() + rr * row_width,
+                    row_width * sizeof(float));
+        std::memcpy(lse_parts.data() + slot * H, w.lse.data() + rr * H, H * sizeof(float));
+      }
+    }
+  }
+  for (int64_t row = 0; row < T; ++row) {
+    MergeAttentionRef(filled[row], o_parts.data() + row * max_parts * row_width,
+                      lse_parts.data() + row * max_parts * H, H, hd, out + row * qd, nullptr);
+  }
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------------
+
+absl::Status ApplyPlan(const std::vector<SegmentPlacement>& plan,
+                       const std::function<absl::Status(const SegmentPlacement&)>& allocate,
+                       const std::function<void(const SegmentPlacement&)>& free) {
+  for (size_t i = 0; i < plan.size(); ++i) {
+    if (absl::Status s = allocate(plan[i]); !s.ok()) {
+      for (size_t j = 0; j < i; ++j) free(plan[j]);
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+class LocalSegmentDirectory::InProcessLink : public AttentionLink {
+ public:
+  explicit InProcessLink(AttentionShard* shard) : shard_(shard) {}
+  void Step(int32_t layer, std::span<const ShardItem> items, int64_t /*rows*/, float* o,
+            float* lse, std::function<void(absl::Status)> done) override {
+    done(shard_->Step(layer, items, o, lse));
+  }
+
+ private:
+  AttentionShard* shard_;
+};
+
+LocalSegmentDirectory::LocalSegmentDirectory(std::vector<std::string> names,
+                                             std::vector<AttentionShard*> shards)
+    : names_(std::move(names)), shards_(std::move(shards)) {
+  KVASIR_CHECK(!shards_.empty() && names_.size() == shards_.size());
+  const ShardInfo first = shards_[0]->Info();
+  directory_ = std::make_unique<KvDirectory>(
+      static_cast<int64_t>(first.shape.num_layers) * first.shape.num_kv_heads, first.block_size);
+  for (size_t i = 0; i < shards_.size(); ++i) {
+    directory_->AddWorker(names_[i], shards_[i]->Info().num_blocks);
+    links_.push_back(std::make_unique<InProcessLink>(shards_[i]));
+  }
+}
+
+absl::StatusOr<std::vector<SegmentPlacement>> LocalSegmentDirectory::Allocate(int64_t seq_key,
+                                                                              int64_t tokens) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(std::vector<PlannedSegment> plan, directory_->Allocate(seq_key, tokens));
+  std::vector<SegmentPlacement> out;
+  for (const PlannedSegment& p : plan) out.push_back({names_[p.worker], p.base, p.capacity});
+  auto index = [&](const SegmentPlacement& p) {
+    return std::find(names_.begin(), names_.end(), p.worker) - names_.begin();
+  };
+  absl::Status s = ApplyPlan(
+      out,
+      [&](const SegmentPlacement& p) {
+        return shards_[index(p)]->AllocateSegment(seq_key, p.base, p.capacity);
+      },
+      [&](const SegmentPlacement& p) { shards_[index(p)]->FreeSegment(seq_key); });
+  if (!s.ok()) {
+    directory_->Free(seq_key);
+    return s;
+  }
+  return out;
+}
+
+void LocalSegmentDirectory::Free(int64_t seq_key) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const PlannedSegment& p : directory_->Free(seq_key)) shards_[p.worker]->FreeSegment(seq_key);
+}
+
+int64_t LocalSegmentDirectory::MaxTokens() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return directory_->MaxTokens();
+}
+
+KvUsage LocalSegmentDirectory::Usage() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return {directory_->total_blocks(), directory_->used_blocks()};
+}
+
+LinkResolver LocalSegmentDirectory::Links() {
+  return [this](const std::string& worker) -> absl::StatusOr<AttentionLink*> {
+    for (size_t i = 0; i < names_.size(); ++i) {
+      if (names_[i] == worker) return links_[i].get();
+    }
+    return absl::NotFoundError(absl::StrCat("unknown attention worker ", worker));
+  };
+}
+
+}  // namespace kvasir

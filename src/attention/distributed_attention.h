@@ -1,0 +1,119 @@
+// Decoder-side AttentionExecutor over attention workers (DistAttention): each sequence's KV
+// lives in segments placed by the KV directory; per layer and step the decoder sends every
+// worker holding a segment the step's q rows (and the new k, v rows that fall in its segment),
+// gets back (o, lse) per row and head, and merges the partials exactly (DESIGN.md).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "attention/attention_shard.h"
+#include "kvcache/kv_directory.h"
+#include "model/attention_executor.h"
+#include "model/local_attention.h"
+
+namespace kvasir {
+
+struct SegmentPlacement {
+  std::string worker;    // attention worker address (or in-process name)
+  int32_t base = 0;      // first token position held
+  int32_t capacity = 0;  // tokens
+};
+
+// The KV directory as a decoder sees it (in-process, or the router's over gRPC).
+class SegmentDirectory {
+ public:
+  virtual ~SegmentDirectory() = default;
+  // Places [0, tokens) of a new sequence, all or nothing. ResourceExhausted: not now.
+  virtual absl::StatusOr<std::vector<SegmentPlacement>> Allocate(int64_t seq_key,
+                                                                 int64_t tokens) = 0;
+  virtual void Free(int64_t seq_key) = 0;
+  // Longest sequence the workers could hold when empty; 0 when unknown (unreachable).
+  virtual int64_t MaxTokens() = 0;
+  // Last known usage over all workers; never blocks on the network.
+  virtual KvUsage Usage() = 0;
+};
+
+// The data plane to one attention worker.
+class AttentionLink {
+ public:
+  virtual ~AttentionLink() = default;
+  // AttentionShard::Step on the worker. o: [rows, num_heads, head_dim], lse: [rows, num_heads]
+  // with rows = sum of the items' num_queries. `done` runs exactly once, maybe inline.
+  virtual void Step(int32_t layer, std::span<const ShardItem> items, int64_t rows, float* o,
+                    float* lse, std::function<void(absl::Status)> done) = 0;
+};
+
+// Resolves a worker name from the directory to its link (connecting on first use).
+using LinkResolver = std::function<absl::StatusOr<AttentionLink*>(const std::string& worker)>;
+
+class DistributedAttention : public AttentionExecutor {
+ public:
+  // key_prefix keeps sequence keys unique across decoders sharing the workers: the key of
+  // sequence s is (key_prefix << 40) | s.
+  DistributedAttention(AttentionShape shape, SegmentDirectory* directory, LinkResolver links,
+                       int64_t key_prefix = 0);
+
+  absl::Status Admit(int64_t seq_id, int64_t max_tokens) override;
+  void Release(int64_t seq_id) override;
+  bool Contains(int64_t seq_id) const override { return seqs_.count(seq_id) > 0; }
+  absl::Status CheckFits(int64_t tokens) const override;
+  KvUsage Usage() const override { return directory_->Usage(); }
+  absl::Status BeginStep(std::span<const AttentionStepSeq> seqs) override;
+  absl::Status Attend(int32_t layer, const float* qkv, int64_t qkv_stride, float* out) override;
+
+  // Segments of a sequence (tests).
+  const std::vector<SegmentPlacement>* segments(int64_t seq_id) const;
+
+ private:
+  struct SeqState {
+    std::vector<SegmentPlacement> segments;
+    std::vector<AttentionLink*> links;  // per segment
+    int64_t capacity = 0;
+  };
+  int64_t Key(int64_t seq_id) const { return (key_prefix_ << 40) | seq_id; }
+
+  const AttentionShape shape_;
+  SegmentDirectory* directory_;
+  LinkResolver resolve_;
+  const int64_t key_prefix_;
+  std::unordered_map<int64_t, SeqState> seqs_;
+  std::vector<AttentionStepSeq> step_;
+};
+
+// In-process directory over shards of this process (embedded mode, tests).
+class LocalSegmentDirectory : public SegmentDirectory {
+ public:
+  // shards[i] is addressed as names[i].
+  LocalSegmentDirectory(std::vector<std::string> names, std::vector<AttentionShard*> shards);
+
+  absl::StatusOr<std::vector<SegmentPlacement>> Allocate(int64_t seq_key,
+                                                         int64_t tokens) override;
+  void Free(int64_t seq_key) override;
+  int64_t MaxTokens() override;
+  KvUsage Usage() override;
+  // A link per shard that calls it directly.
+  LinkResolver Links();
+
+ private:
+  class InProcessLink;
+  std::mutex mu_;
+  std::vector<std::string> names_;
+  std::vector<AttentionShard*> shards_;
+  std::vector<std::unique_ptr<AttentionLink>> links_;
+  std::unique_ptr<KvDirectory> directory_;
+};
+
+// Turns a directory plan into allocations on shards reached by `allocate`/`free`, rolling back
+// on failure; shared by the in-process directory and the router's gRPC one.
+absl::Status ApplyPlan(
+    const std::vector<SegmentPlacement>& plan,
+    const std::function<absl::Status(const SegmentPlacement&)>& allocate,
+    const std::function<void(const SegmentPlacement&)>& free);
+
+}  // namespace kvasir

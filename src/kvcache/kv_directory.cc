@@ -1,0 +1,94 @@
+#include "kvcache/kv_directory.h"
+
+#include <algorithm>
+#include <numeric>
+
+namespace kvasir {
+
+KvDirectory::KvDirectory(int64_t blocks_per_token_block, int32_t block_size)
+    : blocks_per_token_block_(blocks_per_token_block), block_size_(block_size) {}
+
+int32_t KvDirectory::AddWorker(std::string name, int64_t num_blocks) {
+  workers_.push_back({std::move(name), num_blocks, num_blocks, true});
+  return static_cast<int32_t>(workers_.size()) - 1;
+}
+
+void KvDirectory::SetAlive(int32_t worker, bool alive) { workers_[worker].alive = alive; }
+
+int64_t KvDirectory::BlocksFor(int64_t tokens) const {
+  return blocks_per_token_block_ * ((tokens + block_size_ - 1) / block_size_);
+}
+
+int64_t KvDirectory::TokensFitting(int64_t blocks) const {
+  return blocks / blocks_per_token_block_ * block_size_;
+}
+
+int64_t KvDirectory::MaxTokens() const {
+  int64_t t = 0;
+  for (const Worker& w : workers_) {
+    if (w.alive) t += TokensFitting(w.num_blocks);
+  }
+  return t;
+}
+
+int64_t KvDirectory::total_blocks() const {
+  int64_t t = 0;
+  for (const Worker& w : workers_) t += w.num_blocks;
+  return t;
+}
+
+int64_t KvDirectory::used_blocks() const {
+  int64_t t = 0;
+  for (const Worker& w : workers_) t += w.num_blocks - w.free_blocks;
+  return t;
+}
+
+absl::StatusOr<std::vector<PlannedSegment>> KvDirectory::Allocate(int64_t seq_key,
+                                                                  int64_t tokens) {
+  if (tokens <= 0) return absl::InvalidArgumentError("a sequence needs at least one token");
+  if (seqs_.count(seq_key)) {
+    return absl::AlreadyExistsError(absl::StrCat("sequence ", seq_key, " is already placed"));
+  }
+  if (tokens > MaxTokens()) {
+    return absl::InvalidArgumentError(absl::StrCat(tokens, " tokens exceed the ", MaxTokens(),
+                                                   " the attention workers can hold"));
+  }
+  std::vector<int32_t> order(workers_.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+    return workers_[a].free_blocks > workers_[b].free_blocks;
+  });
+  std::vector<PlannedSegment> plan;
+  int64_t placed = 0;
+  for (int32_t w : order) {
+    if (placed == tokens) break;
+    if (!workers_[w].alive) continue;
+    const int64_t take = std::min(tokens - placed, TokensFitting(workers_[w].free_blocks));
+    if (take <= 0) continue;
+    plan.push_back({w, static_cast<int32_t>(placed), static_cast<int32_t>(take)});
+    placed += take;
+  }
+  if (placed < tokens) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("attention workers have room for ", placed, " of ", tokens, " tokens now"));
+  }
+  for (const PlannedSegment& s : plan) workers_[s.worker].free_blocks -= BlocksFor(s.capacity);
+  seqs_[seq_key] = plan;
+  return plan;
+}
+
+std::vector<PlannedSegment> KvDirectory::Free(int64_t seq_key) {
+  auto it = seqs_.find(seq_key);
+  if (it == seqs_.end()) return {};
+  std::vector<PlannedSegment> segs = std::move(it->second);
+  seqs_.erase(it);
+  for (const PlannedSegment& s : segs) workers_[s.worker].free_blocks += BlocksFor(s.capacity);
+  return segs;
+}
+
+const std::vector<PlannedSegment>* KvDirectory::Find(int64_t seq_key) const {
+  auto it = seqs_.find(seq_key);
+  return it == seqs_.end() ? nullptr : &it->second;
+}
+
+}  // namespace kvasir
