@@ -69,8 +69,13 @@ void HttpServer::Routes() {
     e.message = "internal error";
     SendError(res, e);
   });
-  s.Get("/health", [](const httplib::Request&, httplib::Response& res) {
-    res.set_content("{\"status\": \"ok\"}", "application/json");
+  s.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+    if (service_->healthy()) {
+      res.set_content("{\"status\": \"ok\"}", "application/json");
+    } else {
+      res.status = 503;
+      res.set_content("{\"status\": \"no decoder worker is reachable\"}", "application/json");
+    }
   });
   s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(service_->RenderMetrics(), "text/plain; version=0.0.4");

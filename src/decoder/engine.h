@@ -60,7 +60,24 @@ struct EngineStats {
   int64_t steps = 0;
 };
 
-class Engine {
+// What the router's request path needs from a decoder: the local Engine, or decoder workers
+// reached over gRPC (transport/decoder_grpc.h).
+class EngineHandle {
+ public:
+  virtual ~EngineHandle() = default;
+  // Fails without queuing: InvalidArgument (does not fit), ResourceExhausted (queue full),
+  // Unavailable (no decoder / shutting down). on_event is called from another thread and must
+  // not block.
+  virtual absl::Status Submit(EngineRequest request) = 0;
+  // Idempotent; unknown ids are ignored. The request gets a final "abort" event.
+  virtual void Cancel(uint64_t id) = 0;
+  virtual EngineStats stats() const = 0;
+  virtual const ModelConfig& model_config() const = 0;
+  // False while no decoder can take requests (the router's /health says 503).
+  virtual bool healthy() const { return true; }
+};
+
+class Engine : public EngineHandle {
  public:
   // The runner's attention executor holds the KV (admission reserves capacity there).
   Engine(ModelRunner* runner, EngineConfig config);
@@ -71,12 +88,12 @@ class Engine {
 
   // Fails with InvalidArgument (prompt too long for the context or the whole KV pool) or
   // ResourceExhausted (waiting queue full) without queuing.
-  absl::Status Submit(EngineRequest request);
+  absl::Status Submit(EngineRequest request) override;
   // Idempotent; unknown ids are ignored. The request gets a final "abort" event.
-  void Cancel(uint64_t id);
+  void Cancel(uint64_t id) override;
 
-  EngineStats stats() const;
-  const ModelConfig& model_config() const { return runner_->config(); }
+  EngineStats stats() const override;
+  const ModelConfig& model_config() const override { return runner_->config(); }
 
  private:
   struct Seq {

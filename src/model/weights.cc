@@ -350,6 +350,11 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> LoadModelWeights(const std::string
     } else {
       ASSIGN_OR_RETURN(config, BuiltinConfig(spec));
     }
+    if (options.config_only) {
+      auto w = std::make_unique<ModelWeights>();
+      w->config = config;
+      return w;
+    }
     return MakeDummyWeights(config, options.seed, options.num_threads);
   }
   std::error_code ec;
@@ -357,7 +362,16 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> LoadModelWeights(const std::string
     return absl::NotFoundError("model directory not found: " + model_dir);
   }
   fs::path dir(model_dir);
-  if (fs::exists(dir / "config.json")) return LoadHfWeights(model_dir, options.num_threads);
+  if (fs::exists(dir / "config.json")) {
+    if (options.config_only) {
+      auto w = std::make_unique<ModelWeights>();
+      ASSIGN_OR_RETURN(std::string text, ReadFileToString((dir / "config.json").string()));
+      ASSIGN_OR_RETURN(w->config, ParseHfConfig(text));
+      w->config.name = dir.filename().string();
+      return w;
+    }
+    return LoadHfWeights(model_dir, options.num_threads);
+  }
   if (fs::exists(dir / "model.bin")) return LoadLlama2cWeights((dir / "model.bin").string());
   return absl::NotFoundError("no model in " + model_dir +
                              " (expected config.json + model.safetensors, or llama2.c model.bin)");

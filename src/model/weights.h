@@ -51,6 +51,9 @@ struct LoadOptions {
   std::string dummy_config;   // built-in name or path of a config.json (used when dummy)
   uint64_t seed = 0;          // dummy weights seed
   int num_threads = 1;        // for conversion and random fill
+  // Only the config (and no tensors): for processes that need the shapes, not the weights
+  // (router, attention workers).
+  bool config_only = false;
 };
 
 // Detects the format from the directory's files (config.json + safetensors, or model.bin).

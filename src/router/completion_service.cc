@@ -110,7 +110,7 @@ bool CompletionStream::Next(StreamDelta* out, std::chrono::milliseconds timeout)
   return true;
 }
 
-CompletionService::CompletionService(Engine* engine, const Tokenizer* tokenizer,
+CompletionService::CompletionService(EngineHandle* engine, const Tokenizer* tokenizer,
                                      ServiceConfig config)
     : engine_(engine), tokenizer_(tokenizer), config_(std::move(config)) {}
 

@@ -46,7 +46,7 @@ class CompletionStream {
   friend class CompletionService;
   void OnEvent(EngineEvent ev);
 
-  Engine* engine_ = nullptr;
+  EngineHandle* engine_ = nullptr;
   const Tokenizer* tokenizer_ = nullptr;
   RouterMetrics* metrics_ = nullptr;
   uint64_t id_ = 0;
@@ -72,7 +72,7 @@ struct ServiceConfig {
 
 class CompletionService {
  public:
-  CompletionService(Engine* engine, const Tokenizer* tokenizer, ServiceConfig config);
+  CompletionService(EngineHandle* engine, const Tokenizer* tokenizer, ServiceConfig config);
 
   std::variant<std::shared_ptr<CompletionStream>, api::ApiError> Start(
       const api::CompletionRequest& request);
@@ -80,10 +80,11 @@ class CompletionService {
   const std::string& model_name() const { return config_.model_name; }
   int32_t max_model_len() const { return engine_->model_config().max_position_embeddings; }
   RouterMetrics& metrics() { return metrics_; }
+  bool healthy() const { return engine_->healthy(); }
   std::string RenderMetrics();
 
  private:
-  Engine* engine_;
+  EngineHandle* engine_;
   const Tokenizer* tokenizer_;
   ServiceConfig config_;
   RouterMetrics metrics_;

@@ -1,8 +1,6 @@
 #include "transport/completion_grpc.h"
 
-#include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
-#include <grpcpp/health_check_service_interface.h>
 
 #include <chrono>
 
@@ -135,26 +133,11 @@ CompletionGrpcServer::CompletionGrpcServer(CompletionService* service)
 CompletionGrpcServer::~CompletionGrpcServer() { Stop(); }
 
 absl::StatusOr<int> CompletionGrpcServer::Start(const std::string& host, int port) {
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  grpc::ServerBuilder builder;
-  int bound = 0;
-  builder.AddListeningPort(host + ":" + std::to_string(port), grpc::InsecureServerCredentials(),
-                           &bound);
-  builder.RegisterService(impl_.get());
-  server_ = builder.BuildAndStart();
-  if (!server_ || bound == 0) {
-    server_.reset();
-    return absl::UnavailableError(absl::StrCat("cannot listen for gRPC on ", host, ":", port));
-  }
-  return bound;
+  return server_.Start(host, port, {impl_.get()});
 }
 
-void CompletionGrpcServer::Stop() {
-  if (server_) {
-    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-    server_.reset();
-  }
-}
+void CompletionGrpcServer::Stop() { server_.Stop(); }
+
+grpc::Service* CompletionGrpcServer::service() { return impl_.get(); }
 
 }  // namespace kvasir::transport

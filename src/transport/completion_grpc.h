@@ -9,9 +9,7 @@
 #include "common/status.h"
 #include "router/completion_service.h"
 
-namespace grpc {
-class Server;
-}
+#include "transport/grpc_server.h"
 
 namespace kvasir::transport {
 
@@ -23,12 +21,14 @@ class CompletionGrpcServer {
   // Listens on host:port (0 picks a free port); returns the bound port.
   absl::StatusOr<int> Start(const std::string& host, int port);
   void Stop();
+  // The service alone, to share a server with other services (the router's gRPC port).
+  grpc::Service* service();
 
  private:
   class Impl;
   CompletionService* service_;
   std::unique_ptr<Impl> impl_;
-  std::unique_ptr<grpc::Server> server_;
+  GrpcServer server_;
 };
 
 }  // namespace kvasir::transport

@@ -1,0 +1,47 @@
+// The attention worker over gRPC: its services (AttentionData.Step for the data plane,
+// AttentionControl for the router's segment allocation) and the decoder's data-plane link.
+// Data plane framing: one unary Step per layer per step per worker (kvasir/v1/attention.proto).
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "attention/attention_shard.h"
+#include "attention/distributed_attention.h"
+#include "transport/grpc_server.h"
+
+namespace kvasir::transport {
+
+class AttentionGrpcServices {
+ public:
+  explicit AttentionGrpcServices(AttentionShard* shard);
+  ~AttentionGrpcServices();
+  std::vector<grpc::Service*> services();
+
+ private:
+  class Data;
+  class Control;
+  std::unique_ptr<Data> data_;
+  std::unique_ptr<Control> control_;
+};
+
+// Links to attention workers by address, one channel each, made on first use. Thread-safe.
+class GrpcAttentionLinks {
+ public:
+  explicit GrpcAttentionLinks(AttentionShape shape);
+  ~GrpcAttentionLinks();
+  absl::StatusOr<AttentionLink*> Get(const std::string& address);
+  LinkResolver Resolver() {
+    return [this](const std::string& a) { return Get(a); };
+  }
+
+ private:
+  class Link;
+  const AttentionShape shape_;
+  std::mutex mu_;
+  std::unordered_map<std::string, std::unique_ptr<Link>> links_;
+};
+
+}  // namespace kvasir::transport

@@ -1,0 +1,70 @@
+// Router <-> decoder worker control over gRPC (kvasir.v1.Decoder): the decoder's service over
+// its Engine, and RemoteDecoders, the router's EngineHandle that places each request on the
+// least-loaded healthy decoder (scheduler/placement.h) and relays its token events.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "decoder/engine.h"
+#include "model/attention_executor.h"
+#include "scheduler/placement.h"
+#include "transport/grpc_server.h"
+
+namespace kvasir::transport {
+
+class DecoderGrpcService {
+ public:
+  explicit DecoderGrpcService(Engine* engine);
+  ~DecoderGrpcService();
+  grpc::Service* service();
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+class RemoteDecoders : public EngineHandle {
+ public:
+  // kv_usage reports the cluster's KV blocks (the router's directory).
+  RemoteDecoders(std::vector<std::string> addresses, ModelConfig config,
+                 std::unique_ptr<sched::PlacementPolicy> policy,
+                 std::function<KvUsage()> kv_usage);
+  ~RemoteDecoders() override;
+
+  absl::Status Submit(EngineRequest request) override;
+  void Cancel(uint64_t id) override;
+  EngineStats stats() const override;
+  const ModelConfig& model_config() const override { return config_; }
+  bool healthy() const override;
+
+  // Polls every decoder's Stats (health) now and then every `period` in the background.
+  void Start(std::chrono::milliseconds period = std::chrono::milliseconds(200));
+  void Stop();
+
+ private:
+  class Call;
+  struct Decoder;
+  void Poll();
+  void Finished(uint64_t id, size_t decoder, int64_t tokens);
+
+  const ModelConfig config_;
+  std::function<KvUsage()> kv_usage_;
+  std::vector<std::unique_ptr<Decoder>> decoders_;
+  mutable std::mutex mu_;
+  std::unique_ptr<sched::PlacementPolicy> policy_;
+  std::unordered_map<uint64_t, Call*> calls_;  // in flight, owned by gRPC until OnDone
+  std::condition_variable idle_;
+  std::atomic<bool> stop_{false};
+  std::thread poller_;
+  std::mutex poll_mu_;
+  std::condition_variable poll_cv_;
+};
+
+}  // namespace kvasir::transport
