@@ -85,8 +85,13 @@ bool CompletionStream::Next(StreamDelta* out, std::chrono::milliseconds timeout)
       out->finish_reason = ev.finish_reason;
       if (ev.finish_reason == "error") {
         ApiError e;
-        e.http_status = 500;
-        e.type = "internal_error";
+        if (absl::IsUnavailable(ev.error)) {  // a worker died or is unreachable
+          e.http_status = 503;
+          e.type = "service_unavailable";
+        } else {
+          e.http_status = 500;
+          e.type = "internal_error";
+        }
         e.message = std::string(ev.error.message());
         out->error = e;
       }

@@ -58,7 +58,10 @@ void ToProto(const EngineEvent& ev, v1::TokenEvent* out) {
   }
   out->set_finished(ev.finished);
   out->set_finish_reason(ev.finish_reason);
-  if (!ev.error.ok()) out->set_error(std::string(ev.error.message()));
+  if (!ev.error.ok()) {
+    out->set_error(std::string(ev.error.message()));
+    out->set_error_code(static_cast<int32_t>(ev.error.code()));
+  }
 }
 
 EngineEvent FromProto(uint64_t id, const v1::TokenEvent& in) {
@@ -74,7 +77,11 @@ EngineEvent FromProto(uint64_t id, const v1::TokenEvent& in) {
   }
   ev.finished = in.finished();
   ev.finish_reason = in.finish_reason();
-  if (ev.finish_reason == "error") ev.error = absl::InternalError(in.error());
+  if (ev.finish_reason == "error") {
+    const auto code = static_cast<absl::StatusCode>(in.error_code());
+    ev.error = absl::Status(code == absl::StatusCode::kOk ? absl::StatusCode::kInternal : code,
+                            in.error());
+  }
   return ev;
 }
 

@@ -21,6 +21,7 @@
 #include "kvasir/v1/completion.grpc.pb.h"
 #include "model/testing_util.h"
 #include "nlohmann/json.hpp"
+#include "tests/integration/http_testing.h"
 #include "tests/integration/process.h"
 
 namespace kvasir {
@@ -73,11 +74,7 @@ class Server {
     waitpid(pid_, &status, 0);
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "server did not exit cleanly: " << status;
   }
-  httplib::Client Client() const {
-    httplib::Client c("127.0.0.1", port_);
-    c.set_read_timeout(120, 0);
-    return c;
-  }
+  httplib::Client Client() const { return testing::HttpClient(port_); }
   int port() const { return port_; }
   int grpc_port() const { return grpc_port_; }
   bool Alive() const { return kill(pid_, 0) == 0; }
@@ -90,42 +87,12 @@ class Server {
 
 json Post(const Server& s, const std::string& path, const std::string& body, int* status = nullptr,
           httplib::Headers headers = {}) {
-  auto r = s.Client().Post(path, headers, body, "application/json");
-  if (!r) {
-    ADD_FAILURE() << "no response for " << body;
-    return {};
-  }
-  if (status) *status = r->status;
-  json j = json::parse(r->body, nullptr, false);
-  EXPECT_FALSE(j.is_discarded()) << r->body;
-  return j;
+  return testing::PostJson(s.port(), path, body, status, std::move(headers));
 }
 
-// Reads an SSE stream; returns the parsed data events (without [DONE]) and whether [DONE] came.
 std::vector<json> Stream(const Server& s, const std::string& path, const std::string& body,
                          bool* done) {
-  std::string buf;
-  *done = false;
-  auto r = s.Client().Post(path, {}, body, "application/json");
-  EXPECT_TRUE(r);
-  std::vector<json> events;
-  if (!r) return events;
-  EXPECT_EQ(r->status, 200) << r->body;
-  size_t pos = 0;
-  while (true) {
-    size_t end = r->body.find("\n\n", pos);
-    if (end == std::string::npos) break;
-    std::string ev = r->body.substr(pos, end - pos);
-    pos = end + 2;
-    EXPECT_EQ(ev.rfind("data: ", 0), 0u) << ev;
-    std::string data = ev.substr(6);
-    if (data == "[DONE]") {
-      *done = true;
-      continue;
-    }
-    events.push_back(json::parse(data));
-  }
-  return events;
+  return testing::StreamSse(s.port(), path, body, done);
 }
 
 TEST(Serve, GreedyOutputEqualsGenerateAndStreamingAgrees) {
@@ -180,13 +147,7 @@ TEST(Serve, SixtyFourConcurrentStreamsCompleteWithCorrectUsage) {
             std::string::npos) << m->body;
 }
 
-int64_t BlocksUsed(const Server& s) {
-  auto m = s.Client().Get("/metrics");
-  if (!m) return -1;
-  const std::string key = "kvasir:kv_cache_blocks_used{model_name=\"stories260K\"} ";
-  size_t p = m->body.find(key);
-  return p == std::string::npos ? -1 : std::atoll(m->body.c_str() + p + key.size());
-}
+int64_t BlocksUsed(const Server& s) { return testing::KvBlocksUsed(s.port()); }
 
 TEST(Serve, ClientThatDisconnectsCancelsAndFreesKv) {
   Server s;

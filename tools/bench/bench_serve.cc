@@ -1,11 +1,13 @@
 #include "tools/bench/bench_serve.h"
 
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <limits>
 #include <map>
@@ -21,6 +23,7 @@
 #include "nlohmann/json.hpp"
 #include "tools/bench/arrivals.h"
 #include "tools/bench/dataset.h"
+#include "tools/bench/grpc_stream_client.h"
 #include "tools/bench/http_stream_client.h"
 #include "tools/bench/metrics.h"
 #include "tools/bench/openai_request.h"
@@ -38,10 +41,13 @@ Online serving benchmark with the flags, metrics and output of `vllm bench serve
 
 Server:
   --backend {openai,openai-chat,kvasir-grpc}   (default openai)
-  --base-url URL            server base URL (else http://HOST:PORT)
+  --base-url URL            server base URL (else http://HOST:PORT); for kvasir-grpc the
+                            gRPC HOST:PORT (http:// is stripped, https:// means TLS)
   --host HOST               (default 127.0.0.1)      --port PORT (default 8000)
-  --endpoint PATH           (default /v1/completions; /v1/chat/completions for openai-chat)
-  --model NAME              (default: first model of GET /v1/models)
+  --endpoint PATH           (default /v1/completions; /v1/chat/completions for openai-chat;
+                            kvasir-grpc sends chat messages when it ends in chat/completions)
+  --model NAME              (default: first model of GET /v1/models; kvasir-grpc: the
+                            server's model, labelled "kvasir")
   --served-model-name NAME  model name sent in requests (default --model)
   --api-key KEY             Authorization: Bearer KEY (default $OPENAI_API_KEY)
   --header KEY=VALUE ...    extra request headers
@@ -240,22 +246,25 @@ std::string NowStamp() {
 
 absl::Status Run(const Flags& f) {
   const std::string backend = GetStr(f, "backend", "openai");
-  if (backend == "kvasir-grpc") {
-    return absl::UnimplementedError(
-        "backend kvasir-grpc is not available yet (it needs Kvasir's Completion gRPC service); "
-        "use --backend openai or openai-chat against the HTTP server");
-  }
-  if (backend != "openai" && backend != "openai-chat") {
+  if (backend != "openai" && backend != "openai-chat" && backend != "kvasir-grpc") {
     return absl::InvalidArgumentError(absl::StrCat(
         "Unknown backend: ", backend, " (choose from openai, openai-chat, kvasir-grpc)"));
   }
-  const ApiKind kind = backend == "openai-chat" ? ApiKind::kChatCompletions : ApiKind::kCompletions;
+  const bool grpc = backend == "kvasir-grpc";
+  auto ends_with = [](const std::string& s, const std::string& suffix) {
+    return s.size() >= suffix.size() &&
+           s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  // kvasir-grpc has no endpoint; --endpoint .../chat/completions picks the chat input.
+  const ApiKind kind =
+      backend == "openai-chat" || (grpc && ends_with(GetStr(f, "endpoint"), "chat/completions"))
+          ? ApiKind::kChatCompletions
+          : ApiKind::kCompletions;
   const std::string endpoint =
       GetStr(f, "endpoint",
              kind == ApiKind::kChatCompletions ? "/v1/chat/completions" : "/v1/completions");
   const std::string expect = kind == ApiKind::kChatCompletions ? "chat/completions" : "completions";
-  if (endpoint.size() < expect.size() ||
-      endpoint.compare(endpoint.size() - expect.size(), expect.size(), expect) != 0) {
+  if (!grpc && !ends_with(endpoint, expect)) {
     return absl::InvalidArgumentError(
         absl::StrCat(kind == ApiKind::kChatCompletions ? "OpenAI Chat Completions API"
                                                        : "OpenAI Completions API",
@@ -271,13 +280,20 @@ absl::Status Run(const Flags& f) {
   }
   while (!base_url.empty() && base_url.back() == '/') base_url.pop_back();
   const std::string api_url = base_url + endpoint;
+  GrpcClientOptions gopt;
+  if (grpc) {
+    ASSIGN_OR_RETURN(gopt.target, GrpcTargetFromUrl(base_url, &gopt.use_tls));
+  }
 
   std::vector<std::string> headers;
   std::string api_key = GetStr(f, "api-key");
   if (api_key.empty()) {
     if (const char* env = std::getenv("OPENAI_API_KEY")) api_key = env;
   }
-  if (!api_key.empty()) headers.push_back(absl::StrCat("Authorization: Bearer ", api_key));
+  if (!api_key.empty()) {
+    headers.push_back(absl::StrCat("Authorization: Bearer ", api_key));
+    gopt.metadata.emplace_back("authorization", absl::StrCat("Bearer ", api_key));
+  }
   if (auto it = f.lists.find("header"); it != f.lists.end()) {
     for (const std::string& h : it->second) {
       const size_t eq = h.find('=');
@@ -285,13 +301,23 @@ absl::Status Run(const Flags& f) {
         return absl::InvalidArgumentError("Invalid header format. Please use KEY=VALUE format.");
       }
       headers.push_back(absl::StrCat(h.substr(0, eq), ": ", h.substr(eq + 1)));
+      std::string key = h.substr(0, eq);  // gRPC metadata keys are lowercase
+      for (char& c : key) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      gopt.metadata.emplace_back(std::move(key), h.substr(eq + 1));
     }
   }
   ASSIGN_OR_RETURN(double request_timeout, GetDouble(f, "request-timeout", 6 * 3600));
 
   RaiseFileLimit();
   std::string model_id = GetStr(f, "model");
-  if (model_id.empty()) {
+  // What the results are labelled with: the model, or for kvasir-grpc without --model
+  // (the server then uses its own model), "kvasir".
+  std::string model_label = model_id;
+  if (grpc && model_id.empty()) {
+    model_label = "kvasir";
+    std::printf("Model not specified: the server's model is used (results labelled '%s')\n",
+                model_label.c_str());
+  } else if (model_id.empty()) {
     std::printf("Model not specified, fetching first model from server...\n");
     auto body = HttpGet(base_url + "/v1/models", headers, 30, f.bools.count("insecure") > 0);
     if (!body.ok()) {
@@ -305,7 +331,7 @@ absl::Status Run(const Flags& f) {
         !j["data"][0].contains("id") || !j["data"][0]["id"].is_string()) {
       return absl::UnavailableError(absl::StrCat("No models found on the server at ", base_url));
     }
-    model_id = j["data"][0]["id"].get<std::string>();
+    model_id = model_label = j["data"][0]["id"].get<std::string>();
     std::printf("First model name: %s, first model id: %s\n", model_id.c_str(), model_id.c_str());
   }
   const std::string model_name = GetStr(f, "served-model-name", model_id);
@@ -318,7 +344,7 @@ absl::Status Run(const Flags& f) {
   } else {
     // As vLLM: without --tokenizer, the model's own tokenizer when --model is a local path.
     std::error_code ec;
-    if (std::filesystem::is_directory(model_id, ec)) {
+    if (!model_id.empty() && std::filesystem::is_directory(model_id, ec)) {
       if (auto c = LoadTokenCounter(model_id); c.ok()) {
         counter = std::move(c).value();
         tokenizer_id = model_id;
@@ -401,7 +427,7 @@ absl::Status Run(const Flags& f) {
   RunInfo info;
   info.backend = backend;
   if (f.values.count("label")) info.label = GetStr(f, "label");
-  info.model_id = model_id;
+  info.model_id = model_label;
   info.tokenizer_id = tokenizer_id;
   info.num_prompts = d.num_prompts;
   info.request_rate = rate;
@@ -457,6 +483,17 @@ absl::Status Run(const Flags& f) {
   copt.max_concurrency = max_concurrency;
   copt.request_timeout_s = request_timeout;
   copt.insecure = f.bools.count("insecure") > 0;
+  gopt.max_concurrency = max_concurrency;
+  gopt.request_timeout_s = request_timeout;
+  auto run_jobs = [&](const std::vector<HttpJob>& js,
+                      std::function<void(int, int)> progress) -> absl::StatusOr<RunResult> {
+    if (grpc) {
+      gopt.on_progress = std::move(progress);
+      return RunGrpcStreamingRequests(js, gopt);
+    }
+    copt.on_progress = std::move(progress);
+    return RunStreamingRequests(js, copt);
+  };
 
   ASSIGN_OR_RETURN(int num_warmups, GetInt(f, "num-warmups", 0));
   if (num_warmups > 0) {
@@ -466,8 +503,8 @@ absl::Status Run(const Flags& f) {
     std::vector<HttpJob> warmup(num_warmups, jobs[0]);
     for (HttpJob& w : warmup) w.arrival_s = 0;
     ProgressBar wbar(num_warmups, !f.bools.count("disable-tqdm"));
-    copt.on_progress = [&wbar](int done, int) { wbar.Update(done); };
-    ASSIGN_OR_RETURN(RunResult warm, RunStreamingRequests(warmup, copt));
+    ASSIGN_OR_RETURN(RunResult warm,
+                     run_jobs(warmup, [&wbar](int done, int) { wbar.Update(done); }));
     wbar.Finish();
     int warm_failed = 0;
     std::string warm_error;
@@ -491,8 +528,7 @@ absl::Status Run(const Flags& f) {
   std::fflush(stdout);
 
   ProgressBar bar(static_cast<int>(jobs.size()), !f.bools.count("disable-tqdm"));
-  copt.on_progress = [&bar](int done, int) { bar.Update(done); };
-  ASSIGN_OR_RETURN(RunResult run, RunStreamingRequests(jobs, copt));
+  ASSIGN_OR_RETURN(RunResult run, run_jobs(jobs, [&bar](int done, int) { bar.Update(done); }));
   bar.Finish();
 
   info.date = NowStamp();
@@ -522,7 +558,7 @@ absl::Status Run(const Flags& f) {
   if (std::string plot = GetStr(f, "plot"); !plot.empty()) {
     RETURN_IF_ERROR(
         WritePlot(m,
-                  absl::StrCat("kvasir bench serve: ", backend, ", ", model_id, ", rate ",
+                  absl::StrCat("kvasir bench serve: ", backend, ", ", model_label, ", rate ",
                                PyFloat(rate), ", ", m.completed, " ok / ", m.failed, " failed"),
                   plot));
     std::fprintf(stderr, "Saved plot to %s\n", plot.c_str());

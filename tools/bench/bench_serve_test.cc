@@ -188,12 +188,22 @@ TEST(BenchServeTest, ChatBackendAndFailuresInJson) {
   std::filesystem::remove_all(dir);
 }
 
-TEST(BenchServeTest, GrpcBackendIsNotAvailableYet) {
+// The gRPC backend itself is tested in grpc_stream_client_test.cc; here: a request field that
+// kvasir.v1.GenerateRequest cannot carry is a usage error before anything is sent.
+TEST(BenchServeTest, GrpcBackendRejectsFieldsItCannotSend) {
+  ::testing::internal::CaptureStdout();
   ::testing::internal::CaptureStderr();
-  EXPECT_EQ(RunServe("--backend kvasir-grpc --model m"), 1);
-  EXPECT_NE(
-      ::testing::internal::GetCapturedStderr().find("backend kvasir-grpc is not available yet"),
-      std::string::npos);
+  const int rc = RunServe(
+      "--backend kvasir-grpc --port 1 --num-prompts 2 --random-input-len 4 "
+      "--random-output-len 2 --disable-tqdm --extra-body {\"logprobs\":1}");
+  ::testing::internal::GetCapturedStdout();
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  if (err.find("built without Kvasir's gRPC protos") != std::string::npos) {
+    GTEST_SKIP() << "kvasir-bench built without kvasir_proto";
+  }
+  EXPECT_EQ(rc, 2) << err;
+  EXPECT_NE(err.find("'logprobs' has no field in kvasir.v1.GenerateRequest"), std::string::npos)
+      << err;
 }
 
 TEST(BenchServeTest, BadFlagsAreUsageErrors) {
