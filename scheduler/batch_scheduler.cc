@@ -112,10 +112,9 @@ int32_t BatchScheduler::Reserve(Request& r, int32_t want, bool partial, Schedule
                                 int32_t& budget) {
   while (true) {
     const int64_t free = kv_->NumFreeBlocks();
-    if (kv_->BlocksNeeded(r.id, want) <= free) {
-      KVASIR_CHECK(kv_->Allocate(r.id, want).ok());
-      return want;
-    }
+    // Allocate can still fail when the pool is shared with other decoders (attention
+    // workers): then it is treated as not fitting.
+    if (kv_->BlocksNeeded(r.id, want) <= free && kv_->Allocate(r.id, want).ok()) return want;
     if (partial) {
       // BlocksNeeded grows with the token count: find the most tokens that fit.
       int32_t lo = 0, hi = want - 1;
@@ -127,10 +126,7 @@ int32_t BatchScheduler::Reserve(Request& r, int32_t want, bool partial, Schedule
           hi = mid - 1;
         }
       }
-      if (lo > 0) {
-        KVASIR_CHECK(kv_->Allocate(r.id, lo).ok());
-        return lo;
-      }
+      if (lo > 0 && kv_->Allocate(r.id, lo).ok()) return lo;
     }
     // Youngest running request, if younger than r.
     if (running_.empty()) return 0;
@@ -174,10 +170,10 @@ ScheduledStep BatchScheduler::Schedule() {
     // The watermark is waived when nothing runs, or a request larger than the pool minus the
     // watermark would never start.
     const int64_t keep = running_.empty() ? 0 : config_.admission_watermark_blocks;
-    if (kv_->BlocksNeeded(r.id, want) + keep > kv_->NumFreeBlocks()) {
+    if (kv_->BlocksNeeded(r.id, want) + keep > kv_->NumFreeBlocks() ||
+        !kv_->Allocate(r.id, want).ok()) {
       break;
     }
-    KVASIR_CHECK(kv_->Allocate(r.id, want).ok());
     waiting_.erase(waiting_.begin());
     running_.insert(r.key);
     r.state = RequestState::kRunning;

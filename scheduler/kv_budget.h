@@ -27,7 +27,9 @@ class KvBudget {
   virtual int64_t NumTotalBlocks() const = 0;
 
   // Makes room for `num_tokens` more tokens of seq_id, all or nothing; ResourceExhausted when
-  // free blocks are short.
+  // free blocks are short. It may fail even when BlocksNeeded <= NumFreeBlocks if the pool is
+  // shared (attention workers serving several decoders): the scheduler then treats the request
+  // as not fitting.
   virtual absl::Status Allocate(int64_t seq_id, int32_t num_tokens) = 0;
   // Returns every block of seq_id; unknown ids are ignored.
   virtual void Free(int64_t seq_id) = 0;

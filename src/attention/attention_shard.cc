@@ -31,6 +31,22 @@ absl::Status AttentionShard::AllocateSegment(int64_t key, int32_t base, int32_t 
   return absl::OkStatus();
 }
 
+absl::Status AttentionShard::ExtendSegment(int64_t key, int32_t capacity) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = segments_.find(key);
+  if (it == segments_.end()) {
+    return absl::NotFoundError(absl::StrCat("segment ", key, " is not held here"));
+  }
+  if (capacity < it->second.capacity) {
+    return absl::InvalidArgumentError(absl::StrCat("segment ", key, " holds ",
+                                                   it->second.capacity, " tokens; cannot shrink to ",
+                                                   capacity));
+  }
+  RETURN_IF_ERROR(cache_.Reserve(key, capacity - cache_.Length(key)));
+  it->second.capacity = capacity;
+  return absl::OkStatus();
+}
+
 void AttentionShard::FreeSegment(int64_t key) {
   std::lock_guard<std::mutex> lock(mu_);
   cache_.Free(key);

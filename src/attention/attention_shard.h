@@ -53,6 +53,9 @@ class AttentionShard {
   // Reserves room for `capacity` tokens of the sequence starting at position `base`.
   // AlreadyExists for a known key, ResourceExhausted when the pool cannot hold it.
   absl::Status AllocateSegment(int64_t key, int32_t base, int32_t capacity);
+  // Grows a segment to `capacity` tokens. NotFound for an unknown key, ResourceExhausted when
+  // the pool cannot hold it (nothing changes then).
+  absl::Status ExtendSegment(int64_t key, int32_t capacity);
   // Frees the segment's blocks; unknown keys are ignored (freeing twice is harmless).
   void FreeSegment(int64_t key);
 

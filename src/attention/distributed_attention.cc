@@ -26,23 +26,62 @@ absl::Status DistributedAttention::CheckFits(int64_t tokens) const {
   return absl::OkStatus();
 }
 
-absl::Status DistributedAttention::Admit(int64_t seq_id, int64_t max_tokens) {
-  if (seqs_.count(seq_id)) return absl::AlreadyExistsError(absl::StrCat("sequence ", seq_id));
-  ASSIGN_OR_RETURN(std::vector<SegmentPlacement> segs,
-                   directory_->Allocate(Key(seq_id), max_tokens));
-  SeqState st;
+int64_t DistributedAttention::RoundUp(int64_t tokens) const {
+  const int32_t bs = directory_->BlockShape().second;
+  return bs > 0 ? (tokens + bs - 1) / bs * bs : tokens;
+}
+
+int64_t DistributedAttention::BlocksForTokens(int64_t tokens) const {
+  const auto [per, bs] = directory_->BlockShape();
+  return bs > 0 ? per * ((tokens + bs - 1) / bs) : 0;
+}
+
+int64_t DistributedAttention::BlocksNeeded(int64_t seq_id, int32_t n) const {
+  auto it = seqs_.find(seq_id);
+  if (it == seqs_.end()) return BlocksForTokens(n);
+  const int64_t extra = it->second.length + n - it->second.capacity;
+  return extra > 0 ? BlocksForTokens(RoundUp(extra)) : 0;
+}
+
+absl::Status DistributedAttention::SetSegments(SeqState& st, std::vector<SegmentPlacement> segs) {
+  std::vector<AttentionLink*> links;
+  int64_t capacity = 0;
   for (const SegmentPlacement& p : segs) {
     absl::StatusOr<AttentionLink*> link = resolve_(p.worker);
     if (!link.ok()) {
-      directory_->Free(Key(seq_id));
-      return absl::UnavailableError(absl::StrCat("attention worker ", p.worker, ": ",
-                                                 link.status().message()));
+      return absl::UnavailableError(
+          absl::StrCat("attention worker ", p.worker, ": ", link.status().message()));
     }
-    st.links.push_back(*link);
-    st.capacity += p.capacity;
+    links.push_back(*link);
+    capacity += p.capacity;
   }
   st.segments = std::move(segs);
-  seqs_[seq_id] = std::move(st);
+  st.links = std::move(links);
+  st.capacity = capacity;
+  return absl::OkStatus();
+}
+
+absl::Status DistributedAttention::Grow(int64_t seq_id, int32_t n) {
+  auto it = seqs_.find(seq_id);
+  if (it == seqs_.end()) {
+    ASSIGN_OR_RETURN(std::vector<SegmentPlacement> segs, directory_->Allocate(Key(seq_id), n));
+    SeqState st;
+    if (absl::Status s = SetSegments(st, std::move(segs)); !s.ok()) {
+      directory_->Free(Key(seq_id));
+      return s;
+    }
+    st.length = n;
+    seqs_[seq_id] = std::move(st);
+    return absl::OkStatus();
+  }
+  SeqState& st = it->second;
+  const int64_t extra = st.length + n - st.capacity;
+  if (extra > 0) {
+    ASSIGN_OR_RETURN(std::vector<SegmentPlacement> segs,
+                     directory_->Extend(Key(seq_id), RoundUp(extra)));
+    RETURN_IF_ERROR(SetSegments(st, std::move(segs)));
+  }
+  st.length += n;
   return absl::OkStatus();
 }
 
@@ -63,7 +102,8 @@ absl::Status DistributedAttention::BeginStep(std::span<const AttentionStepSeq> s
     }
     if (static_cast<int64_t>(s.start_pos) + s.num_tokens > it->second.capacity) {
       return absl::ResourceExhaustedError(absl::StrCat(
-          "sequence ", s.seq_id, " reserved ", it->second.capacity, " tokens; the step needs ",
+          "sequence ", s.seq_id, " holds room for ", it->second.capacity,
+          " tokens (Grow first); the step needs ",
           static_cast<int64_t>(s.start_pos) + s.num_tokens));
     }
   }
@@ -231,6 +271,34 @@ absl::StatusOr<std::vector<SegmentPlacement>> LocalSegmentDirectory::Allocate(in
     return s;
   }
   return out;
+}
+
+std::vector<SegmentPlacement> LocalSegmentDirectory::Placements(int64_t seq_key) const {
+  std::vector<SegmentPlacement> out;
+  if (const auto* segs = directory_->Find(seq_key)) {
+    for (const PlannedSegment& p : *segs) out.push_back({names_[p.worker], p.base, p.capacity});
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<SegmentPlacement>> LocalSegmentDirectory::Extend(int64_t seq_key,
+                                                                            int64_t tokens) {
+  std::lock_guard<std::mutex> lock(mu_);
+  bool grew = false;
+  ASSIGN_OR_RETURN(PlannedSegment tail, directory_->Extend(seq_key, tokens, &grew));
+  AttentionShard* shard = shards_[tail.worker];
+  absl::Status s = grew ? shard->ExtendSegment(seq_key, tail.capacity)
+                        : shard->AllocateSegment(seq_key, tail.base, tail.capacity);
+  if (!s.ok()) {
+    directory_->UndoExtend(seq_key, tokens, grew);
+    return s;
+  }
+  return Placements(seq_key);
+}
+
+std::pair<int64_t, int32_t> LocalSegmentDirectory::BlockShape() {
+  const ShardInfo i = shards_[0]->Info();
+  return {static_cast<int64_t>(i.shape.num_layers) * i.shape.num_kv_heads, i.block_size};
 }
 
 void LocalSegmentDirectory::Free(int64_t seq_key) {

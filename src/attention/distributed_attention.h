@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <unordered_map>
 #include <vector>
 
@@ -32,7 +33,13 @@ class SegmentDirectory {
   // Places [0, tokens) of a new sequence, all or nothing. ResourceExhausted: not now.
   virtual absl::StatusOr<std::vector<SegmentPlacement>> Allocate(int64_t seq_key,
                                                                  int64_t tokens) = 0;
+  // Makes room for `tokens` more tokens after the last segment (the tail grows, or the next
+  // segment goes to another worker). Returns all segments. ResourceExhausted: not now.
+  virtual absl::StatusOr<std::vector<SegmentPlacement>> Extend(int64_t seq_key,
+                                                               int64_t tokens) = 0;
   virtual void Free(int64_t seq_key) = 0;
+  // Blocks per block_size tokens of a sequence and block_size; {0, 0} when unknown.
+  virtual std::pair<int64_t, int32_t> BlockShape() = 0;
   // Longest sequence the workers could hold when empty; 0 when unknown (unreachable).
   virtual int64_t MaxTokens() = 0;
   // Last known usage over all workers; never blocks on the network.
@@ -59,7 +66,9 @@ class DistributedAttention : public AttentionExecutor {
   DistributedAttention(AttentionShape shape, SegmentDirectory* directory, LinkResolver links,
                        int64_t key_prefix = 0);
 
-  absl::Status Admit(int64_t seq_id, int64_t max_tokens) override;
+  absl::Status Grow(int64_t seq_id, int32_t n) override;
+  int64_t BlocksNeeded(int64_t seq_id, int32_t n) const override;
+  int64_t BlocksForTokens(int64_t tokens) const override;
   void Release(int64_t seq_id) override;
   bool Contains(int64_t seq_id) const override { return seqs_.count(seq_id) > 0; }
   absl::Status CheckFits(int64_t tokens) const override;
@@ -74,8 +83,12 @@ class DistributedAttention : public AttentionExecutor {
   struct SeqState {
     std::vector<SegmentPlacement> segments;
     std::vector<AttentionLink*> links;  // per segment
-    int64_t capacity = 0;
+    int64_t capacity = 0;  // tokens reserved over all segments
+    int64_t length = 0;    // tokens grown to (what the scheduler asked for)
   };
+  // Takes a directory answer as the sequence's placement.
+  absl::Status SetSegments(SeqState& st, std::vector<SegmentPlacement> segs);
+  int64_t RoundUp(int64_t tokens) const;
   int64_t Key(int64_t seq_id) const { return (key_prefix_ << 40) | seq_id; }
 
   const AttentionShape shape_;
@@ -94,7 +107,10 @@ class LocalSegmentDirectory : public SegmentDirectory {
 
   absl::StatusOr<std::vector<SegmentPlacement>> Allocate(int64_t seq_key,
                                                          int64_t tokens) override;
+  absl::StatusOr<std::vector<SegmentPlacement>> Extend(int64_t seq_key,
+                                                       int64_t tokens) override;
   void Free(int64_t seq_key) override;
+  std::pair<int64_t, int32_t> BlockShape() override;
   int64_t MaxTokens() override;
   KvUsage Usage() override;
   // A link per shard that calls it directly.
@@ -106,6 +122,7 @@ class LocalSegmentDirectory : public SegmentDirectory {
   std::vector<std::string> names_;
   std::vector<AttentionShard*> shards_;
   std::vector<std::unique_ptr<AttentionLink>> links_;
+  std::vector<SegmentPlacement> Placements(int64_t seq_key) const;
   std::unique_ptr<KvDirectory> directory_;
 };
 

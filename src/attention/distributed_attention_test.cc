@@ -214,7 +214,7 @@ TEST_F(DistributedModelTest, PromptLogitsMatchLocal) {
   LocalSegmentDirectory dir({"a", "b", "d"}, {&a, &b, &d});
   DistributedAttention dist(shape_, &dir, dir.Links());
   ModelRunner runner(weights_.get(), backend_.get(), &dist);
-  ASSERT_TRUE(dist.Admit(1, n).ok());
+  ASSERT_TRUE(dist.Grow(1, n).ok());
   ASSERT_EQ(dist.segments(1)->size(), 3u);
   // Two chunks so a chunk straddles a segment boundary.
   std::vector<int32_t> head(ids.begin(), ids.begin() + 5), tail(ids.begin() + 5, ids.end());

@@ -4,11 +4,54 @@
 #include <chrono>
 
 #include "common/logging.h"
+#include "scheduler/clock.h"
 
 namespace kvasir {
 
+namespace {
+
+// The scheduler's view of the KV: wherever the runner's attention executor keeps it.
+class ExecutorBudget : public sched::KvBudget {
+ public:
+  explicit ExecutorBudget(AttentionExecutor* a) : a_(a) {}
+  int64_t BlocksNeeded(int64_t seq_id, int32_t n) const override {
+    return a_->BlocksNeeded(seq_id, n);
+  }
+  int64_t BlocksForTokens(int64_t n) const override { return a_->BlocksForTokens(n); }
+  int64_t NumFreeBlocks() const override {
+    const KvUsage u = a_->Usage();
+    return u.blocks_total - u.blocks_used;
+  }
+  int64_t NumTotalBlocks() const override { return a_->Usage().blocks_total; }
+  absl::Status Allocate(int64_t seq_id, int32_t n) override {
+    absl::Status s = a_->Grow(seq_id, n);
+    // "No room now" is the scheduler's business; anything else (a dead attention worker) ends
+    // the request.
+    if (!s.ok() && !absl::IsResourceExhausted(s)) failed_.emplace(seq_id, s);
+    return s;
+  }
+  void Free(int64_t seq_id) override { a_->Release(seq_id); }
+  std::unordered_map<int64_t, absl::Status> TakeFailures() { return std::move(failed_); }
+
+ private:
+  AttentionExecutor* a_;
+  std::unordered_map<int64_t, absl::Status> failed_;
+};
+
+}  // namespace
+
 Engine::Engine(ModelRunner* runner, EngineConfig config)
-    : runner_(runner), attention_(runner->attention()), config_(config) {}
+    : runner_(runner), attention_(runner->attention()), config_(config) {
+  auto budget = std::make_unique<ExecutorBudget>(attention_);
+  budget_ = std::move(budget);
+  sched::SchedulerConfig sc;
+  sc.max_num_seqs = config.max_num_seqs;
+  sc.max_num_batched_tokens = config.max_num_batched_tokens;
+  sc.max_model_len = runner->config().max_position_embeddings;
+  sc.admission_watermark_blocks =
+      static_cast<int64_t>(config.admission_watermark * budget_->NumTotalBlocks());
+  scheduler_ = std::make_unique<sched::BatchScheduler>(sc, budget_.get(), &clock_);
+}
 
 Engine::~Engine() { Stop(); }
 
@@ -67,18 +110,19 @@ EngineStats Engine::stats() const {
   return stats_;
 }
 
-void Engine::Finish(Seq& s, const std::string& reason, absl::Status error, EngineEvent* last) {
-  if (s.seq_id != 0) {
-    attention_->Release(s.seq_id);
-    s.seq_id = 0;
-  }
+void Engine::Finish(int64_t seq_id, const std::string& reason, absl::Status error,
+                    EngineEvent* last) {
+  auto it = seqs_.find(seq_id);
+  if (it == seqs_.end()) return;
+  std::unique_ptr<Seq> s = std::move(it->second);
+  seqs_.erase(it);
   EngineEvent ev;
   if (last) ev = std::move(*last);  // the final token and the finish travel together
-  ev.id = s.req.id;
+  ev.id = s->req.id;
   ev.finished = true;
   ev.finish_reason = reason;
   ev.error = std::move(error);
-  if (s.req.on_event) s.req.on_event(std::move(ev));
+  if (s->req.on_event) s->req.on_event(std::move(ev));
 }
 
 void Engine::Loop() {
@@ -92,14 +136,13 @@ void Engine::Loop() {
       auto news = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return stop_ || !incoming_.empty() || !cancels_.empty();
       };
-      if (admission_blocked_) {
-        // Nothing runs here and the KV the head needs is held by other decoders: poll.
+      if (blocked_) {
+        // Work waits but nothing could be scheduled: the KV it needs is held by other decoders
+        // sharing the attention workers. Poll.
         cv_.wait_for(lock, std::chrono::milliseconds(5), news);
       } else {
-        // waiting_ too: when the last running sequence finishes, the head of the queue must be
-        // admitted without waiting for another arrival.
         cv_.wait(lock, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-          return news() || !running_.empty() || !waiting_.empty();
+          return news() || scheduler_->has_work();
         });
       }
       incoming.swap(incoming_);
@@ -108,142 +151,144 @@ void Engine::Loop() {
     }
     for (EngineRequest& r : incoming) {
       auto s = std::make_unique<Seq>();
+      while (attention_->Contains(next_seq_id_) || seqs_.count(next_seq_id_)) ++next_seq_id_;
+      s->seq_id = next_seq_id_++;
+      const int32_t plen = static_cast<int32_t>(r.prompt.size());
+      s->max_new = std::min(r.params.max_tokens, c.max_position_embeddings - plen);
+      s->stream = r.prompt;
+      s->sampler = std::make_unique<Sampler>(r.params, r.prompt);
       s->req = std::move(r);
-      waiting_.push_back(std::move(s));
+      const int64_t id = s->seq_id;
+      absl::Status added = scheduler_->Add(id, plen, s->max_new);
+      seqs_[id] = std::move(s);
+      if (!added.ok()) Finish(id, "error", added);
     }
-    auto cancel_in = [&](auto& list) {
-      for (auto it = list.begin(); it != list.end();) {
-        if (stopping || std::find(cancels.begin(), cancels.end(), (*it)->req.id) != cancels.end()) {
-          Finish(**it, "abort");
-          it = list.erase(it);
-        } else {
-          ++it;
-        }
-      }
-    };
-    if (stopping || !cancels.empty()) {
-      cancel_in(waiting_);
-      cancel_in(running_);
-    }
-    if (stopping) break;
-
-    // Admission: FCFS; the head of the queue blocks younger requests (no starvation).
-    while (!waiting_.empty() && static_cast<int32_t>(running_.size()) < config_.max_num_seqs) {
-      Seq& s = *waiting_.front();
-      const int64_t plen = static_cast<int64_t>(s.req.prompt.size());
-      const int64_t need =
-          std::min<int64_t>(plen + s.req.params.max_tokens, c.max_position_embeddings);
-      while (attention_->Contains(next_seq_id_)) ++next_seq_id_;  // the cache may be shared
-      if (absl::Status st = attention_->Admit(next_seq_id_, need); !st.ok()) {
-        if (absl::IsResourceExhausted(st)) break;  // waits for running sequences to finish
-        Finish(s, "error", st);
-        waiting_.pop_front();
-        continue;
-      }
-      s.seq_id = next_seq_id_++;
-      s.sampler = std::make_unique<Sampler>(s.req.params, s.req.prompt);
-      running_.push_back(std::move(waiting_.front()));
-      waiting_.pop_front();
-    }
-
-    // One step: decodes first, then prefill chunks under the token budget.
-    std::vector<SequenceInput> batch;
-    std::vector<Seq*> batch_seq;
-    int32_t budget = config_.max_num_batched_tokens;
-    for (auto& sp : running_) {
-      Seq& s = *sp;
-      if (s.pending < 0 || budget <= 0) continue;
-      batch.push_back({s.seq_id, {s.pending}, s.pos, true, false});
-      batch_seq.push_back(&s);
-      --budget;
-    }
-    for (auto& sp : running_) {
-      Seq& s = *sp;
-      const int32_t plen = static_cast<int32_t>(s.req.prompt.size());
-      if (s.prefilled >= plen || budget <= 0) continue;
-      const int32_t n = std::min(budget, plen - s.prefilled);
-      SequenceInput in;
-      in.seq_id = s.seq_id;
-      in.tokens.assign(s.req.prompt.begin() + s.prefilled, s.req.prompt.begin() + s.prefilled + n);
-      in.start_pos = s.pos;
-      in.want_logits = s.prefilled + n == plen;
-      batch.push_back(std::move(in));
-      batch_seq.push_back(&s);
-      budget -= n;
-    }
-    if (!batch.empty()) {
-      auto out = runner_->Forward(batch);
-      if (!out.ok()) {
-        SPDLOG_ERROR("forward step failed: {}", out.status().ToString());
-        for (Seq* s : batch_seq) s->pending = -2;  // marks for removal below
-        for (auto it = running_.begin(); it != running_.end();) {
-          if ((*it)->pending == -2) {
-            Finish(**it, "error", out.status());
-            it = running_.erase(it);
-          } else {
-            ++it;
-          }
-        }
-      } else {
-        for (size_t b = 0; b < batch.size(); ++b) {
-          Seq& s = *batch_seq[b];
-          const int32_t n = static_cast<int32_t>(batch[b].tokens.size());
-          s.pos += n;
-          if (s.pending >= 0) {
-            s.pending = -1;
-          } else {
-            s.prefilled += n;
-          }
-          if (!batch[b].want_logits) continue;
-          SampleResult r = s.sampler->Sample(
-              std::span<const float>(out->row(out->first_row[b]), c.vocab_size));
-          ++s.generated;
-          const SamplingParams& p = s.req.params;
-          bool eos = !p.ignore_eos && std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(),
-                                                r.token) != c.eos_token_ids.end();
-          bool stop_id = std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), r.token) !=
-                         p.stop_token_ids.end();
-          std::string reason;
-          if (eos || stop_id) {
-            reason = "stop";
-          } else if (s.generated >= p.max_tokens || s.pos >= c.max_position_embeddings) {
-            reason = "length";
-          } else {
-            s.pending = r.token;
-          }
-          EngineEvent ev;
-          ev.id = s.req.id;
-          ev.tokens = {r.token};
-          ev.samples = {std::move(r)};
-          if (reason.empty()) {
-            if (s.req.on_event) s.req.on_event(std::move(ev));
-          } else {
-            s.pending = -3;  // finished; removed below
-            Finish(s, reason, absl::OkStatus(), &ev);
-          }
-        }
-        running_.erase(std::remove_if(running_.begin(), running_.end(),
-                                      [](const auto& s) { return s->pending == -3; }),
-                       running_.end());
+    for (uint64_t rid : cancels) {
+      for (auto& [id, s] : seqs_) {
+        if (s->req.id != rid) continue;
+        (void)scheduler_->Abort(id);  // frees its KV
+        Finish(id, "abort");
+        break;
       }
     }
+    if (stopping) {
+      std::vector<int64_t> ids;
+      for (auto& [id, s] : seqs_) ids.push_back(id);
+      for (int64_t id : ids) {
+        (void)scheduler_->Abort(id);
+        Finish(id, "abort");
+      }
+      break;
+    }
+    RunStep();
     {
       std::lock_guard<std::mutex> lock(mu_);
-      stats_.running = static_cast<int64_t>(running_.size());
-      stats_.waiting = static_cast<int64_t>(waiting_.size());
+      stats_.running = scheduler_->num_running();
+      stats_.waiting = scheduler_->num_waiting();
+      stats_.preemptions = scheduler_->num_preemptions_total();
       const KvUsage u = attention_->Usage();
       stats_.kv_blocks_total = u.blocks_total;
       stats_.kv_blocks_used = u.blocks_used;
-      if (!batch.empty()) ++stats_.steps;
     }
-    // Nothing runs and the head cannot be admitted: the KV is held by other decoders sharing
-    // the attention workers (Submit checked that it fits an empty pool).
-    admission_blocked_ = batch.empty() && !waiting_.empty() && running_.empty();
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
     stats_.running = stats_.waiting = 0;
     stats_.kv_blocks_used = attention_->Usage().blocks_used;
+  }
+}
+
+void Engine::RunStep() {
+  const ModelConfig& c = runner_->config();
+  sched::ScheduledStep step = scheduler_->Schedule();
+  // Requests whose KV could not grow for a reason other than "no room now" end with that error.
+  for (auto& [id, status] : static_cast<ExecutorBudget*>(budget_.get())->TakeFailures()) {
+    if (!scheduler_->Contains(id)) continue;
+    (void)scheduler_->Abort(id);
+    std::erase_if(step.seqs, [id = id](const sched::ScheduledSeq& s) { return s.request_id == id; });
+    Finish(id, "error", status);
+  }
+  blocked_ = step.empty() && scheduler_->has_work();
+  if (blocked_) {
+    // Nothing can run. A request that no longer fits the KV pool at all (attention workers
+    // died) would wait forever: end it.
+    std::vector<std::pair<int64_t, absl::Status>> doomed;
+    for (const auto& [id, s] : seqs_) {
+      const int64_t total = static_cast<int64_t>(s->req.prompt.size()) + s->max_new;
+      if (absl::Status fits = attention_->CheckFits(total); !fits.ok()) {
+        doomed.emplace_back(id, absl::UnavailableError(absl::StrCat(
+                                    "the request no longer fits the KV pool: ", fits.message())));
+      }
+    }
+    for (auto& [id, st] : doomed) {
+      (void)scheduler_->Abort(id);
+      Finish(id, "error", st);
+    }
+  }
+  if (step.empty()) return;
+  std::vector<SequenceInput> batch;
+  batch.reserve(step.seqs.size());
+  for (const sched::ScheduledSeq& ss : step.seqs) {
+    const Seq& s = *seqs_.at(ss.request_id);
+    SequenceInput in;
+    in.seq_id = ss.request_id;
+    in.tokens.assign(s.stream.begin() + ss.start_pos,
+                     s.stream.begin() + ss.start_pos + ss.num_tokens);
+    in.start_pos = ss.start_pos;
+    in.want_logits = ss.wants_logits;
+    batch.push_back(std::move(in));
+  }
+  auto out = runner_->Forward(batch);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.steps;
+  }
+  std::vector<sched::StepOutcome> outcomes;
+  std::unordered_map<int64_t, EngineEvent> last;  // final token events, sent with the finish
+  if (!out.ok()) {
+    SPDLOG_ERROR("forward step failed: {}", out.status().ToString());
+    for (const sched::ScheduledSeq& ss : step.seqs) {
+      outcomes.push_back({ss.request_id, false, true});
+      seqs_.at(ss.request_id)->stop_reason = "error";
+    }
+  } else {
+    for (size_t b = 0; b < step.seqs.size(); ++b) {
+      const sched::ScheduledSeq& ss = step.seqs[b];
+      Seq& s = *seqs_.at(ss.request_id);
+      if (!ss.wants_logits) {
+        outcomes.push_back({ss.request_id, false, false});
+        continue;
+      }
+      SampleResult r =
+          s.sampler->Sample(std::span<const float>(out->row(out->first_row[b]), c.vocab_size));
+      s.stream.push_back(r.token);
+      const SamplingParams& p = s.req.params;
+      const bool eos = !p.ignore_eos && std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(),
+                                                  r.token) != c.eos_token_ids.end();
+      const bool stop_id = std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(),
+                                     r.token) != p.stop_token_ids.end();
+      if (eos || stop_id) s.stop_reason = "stop";
+      const int32_t generated = static_cast<int32_t>(s.stream.size() - s.req.prompt.size());
+      EngineEvent ev;
+      ev.id = s.req.id;
+      ev.tokens = {r.token};
+      ev.samples = {std::move(r)};
+      if (!s.stop_reason.empty() || generated >= s.max_new) {
+        last[ss.request_id] = std::move(ev);
+      } else if (s.req.on_event) {
+        s.req.on_event(std::move(ev));
+      }
+      outcomes.push_back({ss.request_id, true, !s.stop_reason.empty()});
+    }
+  }
+  auto finished = scheduler_->OnStepDone(outcomes);
+  KVASIR_CHECK(finished.ok());  // outcomes are built from the step itself
+  for (int64_t id : *finished) {
+    Seq& s = *seqs_.at(id);
+    const std::string reason = s.stop_reason.empty() ? "length" : s.stop_reason;
+    auto it = last.find(id);
+    Finish(id, reason, reason == "error" ? out.status() : absl::OkStatus(),
+           it == last.end() ? nullptr : &it->second);
   }
 }
 

@@ -1,13 +1,13 @@
-// The decoder's engine: one thread owns the model runner, the KV cache and every running
+// The decoder's engine: one thread owns the model runner, the batch scheduler and every running
 // sequence; other threads hand it requests and cancellations through a queue (STYLE.md #6).
 //
 // Life of a request: Submit() queues it (bounded: a full queue is ResourceExhausted, the
-// router's 429) -> the engine thread admits it FCFS once the KV pool can hold its prompt plus
-// max_tokens (reservation-based admission: a running sequence never runs out of blocks, so no
-// preemption is needed) -> each step runs decodes of running sequences first, then prefill
-// chunks under the token budget -> sampled tokens are reported through the request's callback
-// (called on the engine thread: it must not block) -> finish at EOS / stop id / max_tokens /
-// context end, or Cancel(); the KV blocks are freed at once.
+// router's 429) -> the engine thread adds it to the iteration-level scheduler
+// (scheduler/batch_scheduler.h: continuous batching under a token budget, chunked prefill mixed
+// with decodes, FCFS without starvation, KV grown block by block and preemption by recompute
+// when blocks run out) -> each step runs what the scheduler chose -> sampled tokens are reported
+// through the request's callback (called on the engine thread: it must not block) -> finish at
+// EOS / stop id / max_tokens / context end, or Cancel(); the KV blocks are freed at once.
 #pragma once
 
 #include <atomic>
@@ -25,6 +25,7 @@
 #include "common/status.h"
 #include "model/model_runner.h"
 #include "model/sampling/sampler.h"
+#include "scheduler/batch_scheduler.h"
 
 namespace kvasir {
 
@@ -50,6 +51,9 @@ struct EngineConfig {
   int32_t max_num_seqs = 64;
   int32_t max_num_batched_tokens = 512;
   int32_t max_waiting = 1024;  // queued requests before Submit refuses
+  // Free KV blocks kept back when admitting while others run (room to grow before preempting),
+  // as a fraction of the pool.
+  double admission_watermark = 0.01;
 };
 
 struct EngineStats {
@@ -58,6 +62,7 @@ struct EngineStats {
   int64_t kv_blocks_total = 0;
   int64_t kv_blocks_used = 0;
   int64_t steps = 0;
+  int64_t preemptions = 0;  // total, since start
 };
 
 // What the router's request path needs from a decoder: the local Engine, or decoder workers
@@ -98,16 +103,17 @@ class Engine : public EngineHandle {
  private:
   struct Seq {
     EngineRequest req;
-    int64_t seq_id = 0;
+    int64_t seq_id = 0;  // the scheduler's request id and the KV sequence id
     std::unique_ptr<Sampler> sampler;
-    int32_t prefilled = 0;
-    int32_t pos = 0;
-    int32_t pending = -1;
-    int32_t generated = 0;
+    std::vector<int32_t> stream;  // prompt + generated tokens
+    int32_t max_new = 0;          // max_tokens capped by the context
+    std::string stop_reason;      // set when a token ends the request
   };
   void Loop();
-  // Frees the sequence and reports its final event (`last`, if given, carries its final token).
-  void Finish(Seq& s, const std::string& reason, absl::Status error = absl::OkStatus(),
+  void RunStep();
+  // Reports the final event (`last`, if given, carries the final token) and forgets the
+  // sequence; its KV is already freed by the scheduler.
+  void Finish(int64_t seq_id, const std::string& reason, absl::Status error = absl::OkStatus(),
               EngineEvent* last = nullptr);
 
   ModelRunner* runner_;
@@ -123,10 +129,12 @@ class Engine : public EngineHandle {
   std::thread thread_;
 
   // Engine-thread state.
-  std::deque<std::unique_ptr<Seq>> waiting_;
-  std::vector<std::unique_ptr<Seq>> running_;
+  std::unique_ptr<sched::KvBudget> budget_;
+  sched::SystemClock clock_;
+  std::unique_ptr<sched::BatchScheduler> scheduler_;
+  std::unordered_map<int64_t, std::unique_ptr<Seq>> seqs_;  // by seq_id
   int64_t next_seq_id_ = 1;
-  bool admission_blocked_ = false;
+  bool blocked_ = false;  // work waits but nothing could be scheduled (KV held elsewhere)
 };
 
 }  // namespace kvasir

@@ -127,6 +127,7 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
     }
   }
   engine.Stop();
+  last_stats_ = engine.stats();
   if (!failure.ok()) return failure;
   return results;
 }

@@ -11,6 +11,7 @@
 
 #include "common/status.h"
 #include "kvcache/kv_cache.h"
+#include "decoder/engine.h"
 #include "model/model_runner.h"
 #include "model/sampling/sampler.h"
 #include "model/sampling/sampling_params.h"
@@ -49,11 +50,15 @@ class Generator {
   absl::StatusOr<std::vector<GenerationResult>> Generate(
       const std::vector<GenerationRequest>& requests, const StreamCallback& on_text = nullptr);
 
+  // The engine's counters at the end of the last Generate (steps, preemptions).
+  const EngineStats& last_stats() const { return last_stats_; }
+
  private:
   ModelRunner* runner_;
 
   const Tokenizer* tokenizer_;
   GeneratorOptions options_;
+  EngineStats last_stats_;
 };
 
 }  // namespace kvasir

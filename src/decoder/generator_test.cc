@@ -103,7 +103,42 @@ TEST_F(GeneratorTest, StopTokenIdsEosAndLogprobs) {
   auto to_ctx = gen.Generate({longer});
   ASSERT_TRUE(to_ctx.ok());
   EXPECT_EQ((*to_ctx)[0].finish_reason, "length");
-  EXPECT_EQ((*to_ctx)[0].tokens.size() + longer.prompt.size(), 512u + 1);  // context is full
+  // prompt + output fill the context exactly (vLLM's max_model_len rule).
+  EXPECT_EQ((*to_ctx)[0].tokens.size() + longer.prompt.size(), 512u);
+}
+
+// A KV pool far smaller than the batch needs: the scheduler preempts and recomputes, and every
+// greedy output equals the run with room to spare. (Seeded sampling keeps its RNG state across a
+// preemption, but recomputed logits come from a prefill instead of decodes and differ in the
+// last float bits, which can flip a draw near a boundary; so only greedy is compared.)
+TEST_F(GeneratorTest, PreemptionByRecomputeKeepsOutputsIdentical) {
+  std::vector<GenerationRequest> reqs;
+  const char* prompts[] = {"Once upon a time", "Tom had a big dog", "The sun", "Lily and Ben",
+                           "One day", "A little bird"};
+  for (int i = 0; i < 6; ++i) {
+    reqs.push_back(Req(prompts[i], 90 + 7 * i));
+    reqs.back().params.ignore_eos = true;
+  }
+  Generator roomy(runner_.get(), tok_.get(), GeneratorOptions{64, 256});
+  auto want = roomy.Generate(reqs);
+  ASSERT_TRUE(want.ok()) << want.status();
+  EXPECT_EQ(roomy.last_stats().preemptions, 0);
+
+  // 5 layers x 4 kv heads: 20 blocks per 16 tokens; 400 blocks hold 320 tokens in all, while
+  // the six requests need about 680.
+  const ModelConfig& c = weights_->config;
+  KvCache small({c.num_layers, c.num_kv_heads, c.head_dim, 16, 400});
+  ModelRunner runner(weights_.get(), backend_.get(), &small);
+  Generator tight(&runner, tok_.get(), GeneratorOptions{64, 256});
+  auto got = tight.Generate(reqs);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_GT(tight.last_stats().preemptions, 0);
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    EXPECT_EQ((*got)[i].tokens, (*want)[i].tokens) << i;
+    EXPECT_EQ((*got)[i].text, (*want)[i].text) << i;
+    EXPECT_EQ((*got)[i].finish_reason, "length");
+  }
+  EXPECT_EQ(small.pool().num_free(), 400);
 }
 
 TEST_F(GeneratorTest, RejectsInvalidRequestsUpFront) {

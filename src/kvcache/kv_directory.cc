@@ -46,6 +46,7 @@ int64_t KvDirectory::used_blocks() const {
 absl::StatusOr<std::vector<PlannedSegment>> KvDirectory::Allocate(int64_t seq_key,
                                                                   int64_t tokens) {
   if (tokens <= 0) return absl::InvalidArgumentError("a sequence needs at least one token");
+  tokens = (tokens + block_size_ - 1) / block_size_ * block_size_;
   if (seqs_.count(seq_key)) {
     return absl::AlreadyExistsError(absl::StrCat("sequence ", seq_key, " is already placed"));
   }
@@ -84,6 +85,53 @@ std::vector<PlannedSegment> KvDirectory::Free(int64_t seq_key) {
   seqs_.erase(it);
   for (const PlannedSegment& s : segs) workers_[s.worker].free_blocks += BlocksFor(s.capacity);
   return segs;
+}
+
+absl::StatusOr<PlannedSegment> KvDirectory::Extend(int64_t seq_key, int64_t tokens,
+                                                   bool* grew_tail) {
+  auto it = seqs_.find(seq_key);
+  if (it == seqs_.end()) return absl::NotFoundError(absl::StrCat("sequence ", seq_key, " is not placed"));
+  if (tokens <= 0) return absl::InvalidArgumentError("extend by at least one token");
+  tokens = (tokens + block_size_ - 1) / block_size_ * block_size_;
+  std::vector<PlannedSegment>& segs = it->second;
+  PlannedSegment& tail = segs.back();
+  Worker& tw = workers_[tail.worker];
+  if (tw.alive && TokensFitting(tw.free_blocks) >= tokens) {
+    tail.capacity += static_cast<int32_t>(tokens);
+    tw.free_blocks -= BlocksFor(tokens);
+    *grew_tail = true;
+    return tail;
+  }
+  int32_t best = -1;
+  for (int32_t w = 0; w < num_workers(); ++w) {
+    const bool holds = std::any_of(segs.begin(), segs.end(),
+                                   [&](const PlannedSegment& s) { return s.worker == w; });
+    if (holds || !workers_[w].alive || TokensFitting(workers_[w].free_blocks) < tokens) continue;
+    if (best < 0 || workers_[w].free_blocks > workers_[best].free_blocks) best = w;
+  }
+  if (best < 0) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("no attention worker has room for ", tokens, " more tokens of sequence ",
+                     seq_key, " now"));
+  }
+  const int32_t base = tail.base + tail.capacity;
+  segs.push_back({best, base, static_cast<int32_t>(tokens)});
+  workers_[best].free_blocks -= BlocksFor(tokens);
+  *grew_tail = false;
+  return segs.back();
+}
+
+void KvDirectory::UndoExtend(int64_t seq_key, int64_t tokens, bool grew_tail) {
+  auto it = seqs_.find(seq_key);
+  if (it == seqs_.end()) return;
+  tokens = (tokens + block_size_ - 1) / block_size_ * block_size_;
+  PlannedSegment& tail = it->second.back();
+  workers_[tail.worker].free_blocks += BlocksFor(tokens);
+  if (grew_tail) {
+    tail.capacity -= static_cast<int32_t>(tokens);
+  } else {
+    it->second.pop_back();
+  }
 }
 
 const std::vector<PlannedSegment>* KvDirectory::Find(int64_t seq_key) const {

@@ -2,9 +2,11 @@
 // which token range (segment) of each sequence, and free blocks per worker. Pure bookkeeping;
 // the caller performs the allocations it plans on the workers.
 //
-// Allocate() places a new sequence's whole token budget at once: on the worker with the most
-// free blocks first, the rest of the range on the next, and so on — a sequence that outgrows
-// one worker continues on another. All or nothing.
+// Allocate() places the first tokens of a new sequence: on the worker with the most free blocks
+// first, the rest of the range on the next, and so on. Extend() grows it as it runs: the tail
+// segment grows while its worker has room; then the next segment goes to the freest other
+// worker — a sequence that outgrows one worker continues on another. Capacities are whole
+// blocks (multiples of block_size tokens). All or nothing.
 #pragma once
 
 #include <cstdint>
@@ -35,6 +37,12 @@ class KvDirectory {
   absl::StatusOr<std::vector<PlannedSegment>> Allocate(int64_t seq_key, int64_t tokens);
   // Forgets the sequence and returns its segments (empty if unknown).
   std::vector<PlannedSegment> Free(int64_t seq_key);
+  // Makes room for `tokens` more tokens after the sequence's last segment. Returns the tail
+  // segment after the change; *grew_tail tells whether the old tail grew (else it is new).
+  absl::StatusOr<PlannedSegment> Extend(int64_t seq_key, int64_t tokens, bool* grew_tail);
+  // Reverts the Extend that returned `tail` (its allocation on the worker failed).
+  void UndoExtend(int64_t seq_key, int64_t tokens, bool grew_tail);
+  int32_t block_size() const { return block_size_; }
   const std::vector<PlannedSegment>* Find(int64_t seq_key) const;
 
   // Longest sequence an empty directory could place (tokens).

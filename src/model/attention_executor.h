@@ -6,8 +6,9 @@
 // the KV in this process; DistributedAttention (src/attention/) spreads each sequence over
 // attention workers in segments and merges their partial results (DESIGN.md, DistAttention).
 //
-// The engine admits a sequence by reserving KV capacity for its whole budget (prompt +
-// max_tokens), so a running sequence never runs out of blocks.
+// The engine's batch scheduler (scheduler/batch_scheduler.h) grows each sequence's KV as it
+// runs (Grow), asks how many blocks that takes, and frees it when the sequence finishes or is
+// preempted (Release).
 #pragma once
 
 #include <cstdint>
@@ -32,15 +33,20 @@ class AttentionExecutor {
  public:
   virtual ~AttentionExecutor() = default;
 
-  // ---- Capacity (engine admission).
-  // Reserves room for `max_tokens` tokens of a new sequence. ResourceExhausted: not now (retry
-  // when others finish); other errors are final.
-  virtual absl::Status Admit(int64_t seq_id, int64_t max_tokens) = 0;
+  // ---- Capacity (the engine's scheduler).
+  // Makes room for `n` more tokens of the sequence (a new one starts empty), all or nothing.
+  // ResourceExhausted: no room now.
+  virtual absl::Status Grow(int64_t seq_id, int32_t n) = 0;
+  // Blocks Grow(seq_id, n) would take now.
+  virtual int64_t BlocksNeeded(int64_t seq_id, int32_t n) const = 0;
+  // Blocks a sequence of `tokens` tokens takes from empty.
+  virtual int64_t BlocksForTokens(int64_t tokens) const = 0;
   // Frees everything the sequence holds; unknown ids are ignored.
   virtual void Release(int64_t seq_id) = 0;
   virtual bool Contains(int64_t seq_id) const = 0;
-  // InvalidArgument when a sequence of `tokens` tokens could never be admitted.
+  // InvalidArgument when a sequence of `tokens` tokens could never be held.
   virtual absl::Status CheckFits(int64_t tokens) const = 0;
+  // Blocks over the whole pool (free = total - used); shared pools report the last known value.
   virtual KvUsage Usage() const = 0;
 
   // ---- One forward step.

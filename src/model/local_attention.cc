@@ -15,14 +15,18 @@ LocalAttention::LocalAttention(KvCache* cache, Backend* backend, AttentionShape 
   KVASIR_CHECK(kc.head_dim == shape.head_dim);
 }
 
-int64_t LocalAttention::BlocksFor(int64_t tokens) const {
+int64_t LocalAttention::BlocksForTokens(int64_t tokens) const {
   const KvCacheConfig& k = cache_->config();
   return static_cast<int64_t>(k.num_layers) * k.num_kv_heads *
          ((tokens + k.block_size - 1) / k.block_size);
 }
 
+int64_t LocalAttention::BlocksNeeded(int64_t seq_id, int32_t n) const {
+  return cache_->Contains(seq_id) ? cache_->BlocksNeeded(seq_id, n) : BlocksForTokens(n);
+}
+
 absl::Status LocalAttention::CheckFits(int64_t tokens) const {
-  if (BlocksFor(tokens) > cache_->pool().num_blocks()) {
+  if (BlocksForTokens(tokens) > cache_->pool().num_blocks()) {
     return absl::InvalidArgumentError(absl::StrCat(
         tokens, " tokens need more KV memory than this worker has (", cache_->pool().num_blocks(),
         " blocks of ", cache_->config().block_size, " tokens per layer and KV head)"));
@@ -30,29 +34,15 @@ absl::Status LocalAttention::CheckFits(int64_t tokens) const {
   return absl::OkStatus();
 }
 
-absl::Status LocalAttention::Admit(int64_t seq_id, int64_t max_tokens) {
-  RETURN_IF_ERROR(CheckFits(max_tokens));
-  if (cache_->Contains(seq_id)) {
-    return absl::AlreadyExistsError(absl::StrCat("sequence ", seq_id, " exists"));
-  }
-  const int64_t need = BlocksFor(max_tokens);
-  if (reserved_total_ + need > cache_->pool().num_blocks()) {
-    return absl::ResourceExhaustedError(absl::StrCat("KV pool reserved: ", reserved_total_, " of ",
-                                                     cache_->pool().num_blocks(), " blocks"));
-  }
-  RETURN_IF_ERROR(cache_->Create(seq_id));
-  reserved_[seq_id] = need;
-  reserved_total_ += need;
-  return absl::OkStatus();
+absl::Status LocalAttention::Grow(int64_t seq_id, int32_t n) {
+  const bool created = !cache_->Contains(seq_id);
+  if (created) RETURN_IF_ERROR(cache_->Create(seq_id));
+  absl::Status st = cache_->Reserve(seq_id, n);
+  if (!st.ok() && created) cache_->Free(seq_id);
+  return st;
 }
 
-void LocalAttention::Release(int64_t seq_id) {
-  cache_->Free(seq_id);
-  if (auto it = reserved_.find(seq_id); it != reserved_.end()) {
-    reserved_total_ -= it->second;
-    reserved_.erase(it);
-  }
-}
+void LocalAttention::Release(int64_t seq_id) { cache_->Free(seq_id); }
 
 KvUsage LocalAttention::Usage() const {
   return {cache_->pool().num_blocks(), cache_->pool().num_used()};

@@ -27,7 +27,9 @@ class LocalAttention : public AttentionExecutor {
   // separately and merged; checks that split attention is exact.
   void set_split(int32_t tokens) { split_ = tokens; }
 
-  absl::Status Admit(int64_t seq_id, int64_t max_tokens) override;
+  absl::Status Grow(int64_t seq_id, int32_t n) override;
+  int64_t BlocksNeeded(int64_t seq_id, int32_t n) const override;
+  int64_t BlocksForTokens(int64_t tokens) const override;
   void Release(int64_t seq_id) override;
   bool Contains(int64_t seq_id) const override { return cache_->Contains(seq_id); }
   absl::Status CheckFits(int64_t tokens) const override;
@@ -36,15 +38,10 @@ class LocalAttention : public AttentionExecutor {
   absl::Status Attend(int32_t layer, const float* qkv, int64_t qkv_stride, float* out) override;
 
  private:
-  int64_t BlocksFor(int64_t tokens) const;
-
   KvCache* cache_;
   Backend* backend_;
   AttentionShape shape_;
   int32_t split_ = 0;
-  // Admission reservations: seq -> blocks, and their sum (<= pool size).
-  std::unordered_map<int64_t, int64_t> reserved_;
-  int64_t reserved_total_ = 0;
   std::vector<AttentionStepSeq> step_;
   std::vector<float> o_parts_, lse_parts_;
   std::vector<PagedAttentionParams> items_;

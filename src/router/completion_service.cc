@@ -209,7 +209,7 @@ std::variant<std::shared_ptr<CompletionStream>, ApiError> CompletionService::Sta
 
 std::string CompletionService::RenderMetrics() {
   EngineStats s = engine_->stats();
-  return metrics_.Render(config_.model_name, {s.running, s.waiting, s.kv_blocks_total, s.kv_blocks_used});
+  return metrics_.Render(config_.model_name, {s.running, s.waiting, s.kv_blocks_total, s.kv_blocks_used, s.preemptions});
 }
 
 }  // namespace kvasir

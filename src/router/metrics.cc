@@ -72,6 +72,8 @@ std::string RouterMetrics::Render(const std::string& model, const Gauges& g) con
         absl::StrFormat("%.6f", g.kv_blocks_total ? double(g.kv_blocks_used) / g.kv_blocks_total : 0.0));
   gauge("kvasir:kv_cache_blocks_used", "KV blocks in use.", absl::StrCat(g.kv_blocks_used));
   gauge("kvasir:kv_cache_blocks_total", "KV blocks in the pool.", absl::StrCat(g.kv_blocks_total));
+  counter("kvasir:num_preemptions_total", "Sequences preempted (KV freed, recomputed later).",
+          static_cast<uint64_t>(g.preemptions));
   counter("kvasir:prompt_tokens_total", "Prefill tokens processed.", prompt_tokens_);
   counter("kvasir:generation_tokens_total", "Generated tokens.", generation_tokens_);
   absl::StrAppend(&o, "# HELP kvasir:request_success_total Finished requests by reason.\n",

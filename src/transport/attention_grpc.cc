@@ -97,6 +97,10 @@ class AttentionGrpcServices::Control final : public v1::AttentionControl::Servic
                                v1::AllocateSegmentReply*) override {
     return ToGrpcStatus(shard_->AllocateSegment(r->key(), r->base(), r->capacity()));
   }
+  grpc::Status ExtendSegment(grpc::ServerContext*, const v1::ExtendSegmentRequest* r,
+                             v1::AllocateSegmentReply*) override {
+    return ToGrpcStatus(shard_->ExtendSegment(r->key(), r->capacity()));
+  }
   grpc::Status FreeSegment(grpc::ServerContext*, const v1::FreeSegmentRequest* r,
                            v1::FreeSegmentReply*) override {
     shard_->FreeSegment(r->key());

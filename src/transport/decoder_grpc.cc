@@ -172,6 +172,7 @@ class DecoderGrpcService::Impl final : public v1::Decoder::Service {
     out->set_kv_blocks_total(s.kv_blocks_total);
     out->set_kv_blocks_used(s.kv_blocks_used);
     out->set_steps(s.steps);
+    out->set_preemptions(s.preemptions);
     return grpc::Status::OK;
   }
 
@@ -341,6 +342,7 @@ void RemoteDecoders::Poll() {
       d.stats.running = s.running();
       d.stats.waiting = s.waiting();
       d.stats.steps = s.steps();
+      d.stats.preemptions = s.preemptions();
     } else {
       d.stats = EngineStats{};
     }
@@ -363,6 +365,7 @@ EngineStats RemoteDecoders::stats() const {
       out.running += d->stats.running;
       out.waiting += d->stats.waiting;
       out.steps += d->stats.steps;
+      out.preemptions += d->stats.preemptions;
     }
   }
   if (kv_usage_) {

@@ -27,16 +27,11 @@ class KvDirectoryHost::Service final : public v1::KvDirectory::Service {
 
   grpc::Status Allocate(grpc::ServerContext*, const v1::AllocateRequest* r,
                         v1::AllocateReply* out) override {
-    auto segs = host_->Allocate(r->seq_key(), r->tokens());
-    if (!segs.ok()) return ToGrpcStatus(segs.status());
-    for (const SegmentPlacement& s : *segs) {
-      v1::Segment* m = out->add_segments();
-      m->set_worker(s.worker);
-      m->set_base(s.base);
-      m->set_capacity(s.capacity);
-    }
-    host_->FillInfo(out->mutable_info());
-    return grpc::Status::OK;
+    return Reply(host_->Allocate(r->seq_key(), r->tokens()), out);
+  }
+  grpc::Status Extend(grpc::ServerContext*, const v1::AllocateRequest* r,
+                      v1::AllocateReply* out) override {
+    return Reply(host_->Extend(r->seq_key(), r->tokens()), out);
   }
   grpc::Status Free(grpc::ServerContext*, const v1::FreeRequest* r, v1::FreeReply* out) override {
     host_->Free(r->seq_key());
@@ -50,6 +45,19 @@ class KvDirectoryHost::Service final : public v1::KvDirectory::Service {
   }
 
  private:
+  grpc::Status Reply(const absl::StatusOr<std::vector<SegmentPlacement>>& segs,
+                     v1::AllocateReply* out) {
+    if (!segs.ok()) return ToGrpcStatus(segs.status());
+    for (const SegmentPlacement& s : *segs) {
+      v1::Segment* m = out->add_segments();
+      m->set_worker(s.worker);
+      m->set_base(s.base);
+      m->set_capacity(s.capacity);
+    }
+    host_->FillInfo(out->mutable_info());
+    return grpc::Status::OK;
+  }
+
   KvDirectoryHost* host_;
 };
 
@@ -133,12 +141,7 @@ absl::StatusOr<std::vector<SegmentPlacement>> KvDirectoryHost::Allocate(int64_t 
         r.set_capacity(p.capacity);
         v1::AllocateSegmentReply reply;
         grpc::Status s = w->stub->AllocateSegment(&ctx, r, &reply);
-        if (s.error_code() == grpc::StatusCode::UNAVAILABLE ||
-            s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-          directory_->SetAlive(index[&p - out.data()], false);
-          SPDLOG_ERROR("attention worker {} is unreachable; no new segments go there",
-                       w->address);
-        }
+        NoteFailure(index[&p - out.data()], s);
         return FromGrpcStatus(s, "attention worker " + w->address);
       },
       [&](const SegmentPlacement& p) {
@@ -155,6 +158,56 @@ absl::StatusOr<std::vector<SegmentPlacement>> KvDirectoryHost::Allocate(int64_t 
     return absl::InternalError(st.message());
   }
   return out;
+}
+
+void KvDirectoryHost::NoteFailure(int32_t worker, const grpc::Status& s) {
+  if (s.error_code() == grpc::StatusCode::UNAVAILABLE ||
+      s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    directory_->SetAlive(worker, false);
+    SPDLOG_ERROR("attention worker {} is unreachable; no new segments go there",
+                 workers_[worker]->address);
+  }
+}
+
+std::vector<SegmentPlacement> KvDirectoryHost::Placements(int64_t seq_key) {
+  std::vector<SegmentPlacement> out;
+  if (const auto* segs = directory_->Find(seq_key)) {
+    for (const PlannedSegment& p : *segs) out.push_back({addresses_[p.worker], p.base, p.capacity});
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<SegmentPlacement>> KvDirectoryHost::Extend(int64_t seq_key,
+                                                                      int64_t tokens) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!directory_) return absl::UnavailableError("the KV directory is not connected yet");
+  bool grew = false;
+  ASSIGN_OR_RETURN(PlannedSegment tail, directory_->Extend(seq_key, tokens, &grew));
+  Worker* w = workers_[tail.worker].get();
+  grpc::ClientContext ctx;
+  ctx.set_deadline(In(std::chrono::milliseconds(5000)));
+  grpc::Status s;
+  v1::AllocateSegmentReply reply;
+  if (grew) {
+    v1::ExtendSegmentRequest r;
+    r.set_key(seq_key);
+    r.set_capacity(tail.capacity);
+    s = w->stub->ExtendSegment(&ctx, r, &reply);
+  } else {
+    v1::AllocateSegmentRequest r;
+    r.set_key(seq_key);
+    r.set_base(tail.base);
+    r.set_capacity(tail.capacity);
+    s = w->stub->AllocateSegment(&ctx, r, &reply);
+  }
+  if (!s.ok()) {
+    directory_->UndoExtend(seq_key, tokens, grew);
+    NoteFailure(tail.worker, s);
+    absl::Status st = FromGrpcStatus(s, "attention worker " + w->address);
+    if (absl::IsResourceExhausted(st) || absl::IsUnavailable(st)) return st;
+    return absl::InternalError(st.message());
+  }
+  return Placements(seq_key);
 }
 
 void KvDirectoryHost::Free(int64_t seq_key) {
@@ -182,6 +235,9 @@ void KvDirectoryHost::FillInfo(void* info_proto) {
   info->set_blocks_total(directory_->total_blocks());
   info->set_blocks_used(directory_->used_blocks());
   info->set_workers_alive(directory_->num_workers());
+  info->set_blocks_per_token_block(static_cast<int64_t>(expected_.num_layers) *
+                                   expected_.num_kv_heads);
+  info->set_block_size(directory_->block_size());
 }
 
 KvUsage KvDirectoryHost::Usage() {
@@ -208,6 +264,38 @@ class GrpcSegmentDirectory::Impl {
     std::lock_guard<std::mutex> lock(mu_);
     max_tokens_ = i.max_tokens();
     usage_ = {i.blocks_total(), i.blocks_used()};
+    if (i.block_size() > 0) shape_ = {i.blocks_per_token_block(), i.block_size()};
+  }
+  // Asks the router while the directory's shape is unknown, or (stale) once the last answer
+  // is older than a second.
+  void FetchIfUnknown(bool refresh_stale = false) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      const bool stale = std::chrono::steady_clock::now() - fetched_ > std::chrono::seconds(1);
+      if (shape_.second > 0 && !(refresh_stale && stale)) return;
+      fetched_ = std::chrono::steady_clock::now();
+    }
+    grpc::ClientContext ctx;
+    ctx.set_deadline(In(std::chrono::milliseconds(2000)));
+    v1::DirectoryInfo info;
+    if (stub_->Info(&ctx, v1::DirectoryInfoRequest(), &info).ok()) Remember(info);
+  }
+  absl::StatusOr<std::vector<SegmentPlacement>> Call(bool extend, int64_t seq_key,
+                                                     int64_t tokens) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(In(std::chrono::milliseconds(10000)));
+    v1::AllocateRequest r;
+    r.set_seq_key(seq_key);
+    r.set_tokens(tokens);
+    v1::AllocateReply reply;
+    grpc::Status s = extend ? stub_->Extend(&ctx, r, &reply) : stub_->Allocate(&ctx, r, &reply);
+    if (!s.ok()) return FromGrpcStatus(s, "KV directory at " + router_);
+    Remember(reply.info());
+    std::vector<SegmentPlacement> out;
+    for (const v1::Segment& m : reply.segments()) {
+      out.push_back({m.worker(), m.base(), m.capacity()});
+    }
+    return out;
   }
 
   std::string router_;
@@ -215,6 +303,8 @@ class GrpcSegmentDirectory::Impl {
   std::mutex mu_;
   int64_t max_tokens_ = 0;
   KvUsage usage_;
+  std::pair<int64_t, int32_t> shape_{0, 0};
+  std::chrono::steady_clock::time_point fetched_{};
 };
 
 GrpcSegmentDirectory::GrpcSegmentDirectory(const std::string& router_address)
@@ -223,18 +313,18 @@ GrpcSegmentDirectory::~GrpcSegmentDirectory() = default;
 
 absl::StatusOr<std::vector<SegmentPlacement>> GrpcSegmentDirectory::Allocate(int64_t seq_key,
                                                                              int64_t tokens) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(In(std::chrono::milliseconds(10000)));
-  v1::AllocateRequest r;
-  r.set_seq_key(seq_key);
-  r.set_tokens(tokens);
-  v1::AllocateReply reply;
-  grpc::Status s = impl_->stub_->Allocate(&ctx, r, &reply);
-  if (!s.ok()) return FromGrpcStatus(s, "KV directory at " + impl_->router_);
-  impl_->Remember(reply.info());
-  std::vector<SegmentPlacement> out;
-  for (const v1::Segment& m : reply.segments()) out.push_back({m.worker(), m.base(), m.capacity()});
-  return out;
+  return impl_->Call(false, seq_key, tokens);
+}
+
+absl::StatusOr<std::vector<SegmentPlacement>> GrpcSegmentDirectory::Extend(int64_t seq_key,
+                                                                           int64_t tokens) {
+  return impl_->Call(true, seq_key, tokens);
+}
+
+std::pair<int64_t, int32_t> GrpcSegmentDirectory::BlockShape() {
+  impl_->FetchIfUnknown();
+  std::lock_guard<std::mutex> lock(impl_->mu_);
+  return impl_->shape_;
 }
 
 void GrpcSegmentDirectory::Free(int64_t seq_key) {
@@ -253,19 +343,13 @@ void GrpcSegmentDirectory::Free(int64_t seq_key) {
 }
 
 int64_t GrpcSegmentDirectory::MaxTokens() {
-  {
-    std::lock_guard<std::mutex> lock(impl_->mu_);
-    if (impl_->max_tokens_ > 0) return impl_->max_tokens_;
-  }
-  grpc::ClientContext ctx;
-  ctx.set_deadline(In(std::chrono::milliseconds(2000)));
-  v1::DirectoryInfo info;
-  if (impl_->stub_->Info(&ctx, v1::DirectoryInfoRequest(), &info).ok()) impl_->Remember(info);
+  impl_->FetchIfUnknown(/*refresh_stale=*/true);
   std::lock_guard<std::mutex> lock(impl_->mu_);
   return impl_->max_tokens_;
 }
 
 KvUsage GrpcSegmentDirectory::Usage() {
+  impl_->FetchIfUnknown();
   std::lock_guard<std::mutex> lock(impl_->mu_);
   return impl_->usage_;
 }

@@ -33,7 +33,11 @@ class KvDirectoryHost {
   friend class Service;
   struct Worker;
   absl::StatusOr<std::vector<SegmentPlacement>> Allocate(int64_t seq_key, int64_t tokens);
+  absl::StatusOr<std::vector<SegmentPlacement>> Extend(int64_t seq_key, int64_t tokens);
   void Free(int64_t seq_key);
+  std::vector<SegmentPlacement> Placements(int64_t seq_key);  // requires mu_
+  // Marks a worker dead after a transport failure.
+  void NoteFailure(int32_t worker, const grpc::Status& s);
   void FillInfo(void* info_proto);
 
   std::vector<std::string> addresses_;
@@ -51,7 +55,10 @@ class GrpcSegmentDirectory : public SegmentDirectory {
 
   absl::StatusOr<std::vector<SegmentPlacement>> Allocate(int64_t seq_key,
                                                          int64_t tokens) override;
+  absl::StatusOr<std::vector<SegmentPlacement>> Extend(int64_t seq_key,
+                                                       int64_t tokens) override;
   void Free(int64_t seq_key) override;
+  std::pair<int64_t, int32_t> BlockShape() override;
   int64_t MaxTokens() override;
   KvUsage Usage() override;
 

@@ -1,0 +1,394 @@
+// Starts a real cluster — 2 attention workers, a router, 2 decoders, each its own `kvasir`
+// process on loopback with free ports, readiness by polling health — and checks it end to end
+// over OpenAI HTTP and gRPC: outputs equal `kvasir generate` and the embedded server, a sequence
+// whose KV spans both attention workers, 64 concurrent streams, cancellation freeing KV,
+// errors, and dead workers.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "gtest/gtest.h"
+#include "kvasir/v1/completion.grpc.pb.h"
+#include "kvasir/v1/worker.grpc.pb.h"
+#include "model/testing_util.h"
+#include "nlohmann/json.hpp"
+#include "tests/integration/http_testing.h"
+#include "tests/integration/process.h"
+
+namespace kvasir {
+namespace {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  socklen_t len = sizeof(a);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+// One `kvasir ROLE ...` child; reads the ports it prints on stdout.
+class Child {
+ public:
+  Child(const std::string& role, std::vector<std::string> args, int port_lines) {
+    int out[2];
+    EXPECT_EQ(pipe(out), 0);
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(out[1], 1);
+      close(out[0]);
+      close(out[1]);
+      std::vector<std::string> all = {testing::BinaryPath("kvasir"), role, "--model",
+                                      testing::Stories260KDir(), "--log-level", "warn"};
+      all.insert(all.end(), args.begin(), args.end());
+      std::vector<char*> argv;
+      for (auto& a : all) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    close(out[1]);
+    for (int i = 0; i < port_lines; ++i) {
+      std::string line;
+      char c;
+      while (read(out[0], &c, 1) == 1 && c != '\n') line += c;
+      ports_.push_back(std::atoi(line.c_str()));
+      EXPECT_GT(ports_.back(), 0) << role << " did not print its port";
+    }
+    close(out[0]);
+  }
+  ~Child() { Stop(); }
+  void Stop() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGTERM);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        << "child did not exit cleanly: " << status;
+    pid_ = -1;
+  }
+  void Kill() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+  bool Alive() const { return pid_ > 0 && kill(pid_, 0) == 0; }
+  int port(size_t i = 0) const { return ports_.at(i); }
+
+ private:
+  pid_t pid_ = -1;
+  std::vector<int> ports_;
+};
+
+bool GrpcServing(int port) {
+  auto stub = grpc::health::v1::Health::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + 500ms);
+  grpc::health::v1::HealthCheckResponse resp;
+  return stub->Check(&ctx, {}, &resp).ok() &&
+         resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+}
+
+// 5 layers x 4 KV heads of stories260K: 20 blocks per 16 tokens. Attention pools of 200 and 240
+// blocks hold 160 and 192 tokens, so a 300-token sequence needs both workers.
+class Cluster {
+ public:
+  explicit Cluster(int attention_blocks0 = 200, int attention_blocks1 = 240) {
+    for (int b : {attention_blocks0, attention_blocks1}) {
+      attention_.push_back(std::make_unique<Child>(
+          "attention", std::vector<std::string>{"--grpc-port", "0", "--kv-blocks",
+                                                std::to_string(b)},
+          1));
+    }
+    std::vector<int> dports = {FreePort(), FreePort()};
+    router_ = std::make_unique<Child>(
+        "router",
+        std::vector<std::string>{
+            "--port", "0", "--grpc-port", "0", "--decoders",
+            "127.0.0.1:" + std::to_string(dports[0]) + ",127.0.0.1:" + std::to_string(dports[1]),
+            "--attention",
+            "127.0.0.1:" + std::to_string(attention_[0]->port()) +
+                ",127.0.0.1:" + std::to_string(attention_[1]->port())},
+        2);
+    for (int i = 0; i < 2; ++i) {
+      decoders_.push_back(std::make_unique<Child>(
+          "decoder",
+          std::vector<std::string>{"--grpc-port", std::to_string(dports[i]), "--router",
+                                   "127.0.0.1:" + std::to_string(router_->port(1)),
+                                   "--decoder-id", std::to_string(i + 1)},
+          1));
+    }
+    // Readiness: every worker's gRPC health, then the router's HTTP /health.
+    auto deadline = std::chrono::steady_clock::now() + 60s;
+    auto ready = [&] {
+      for (auto* c : {attention_[0].get(), attention_[1].get(), decoders_[0].get(),
+                      decoders_[1].get()}) {
+        if (!GrpcServing(c->port())) return false;
+      }
+      auto r = testing::HttpClient(http_port()).Get("/health");
+      return r && r->status == 200;
+    };
+    while (!ready()) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        ADD_FAILURE() << "cluster not ready";
+        return;
+      }
+      std::this_thread::sleep_for(50ms);
+    }
+  }
+  ~Cluster() {
+    for (auto& d : decoders_) d->Stop();
+    router_->Stop();
+    for (auto& a : attention_) a->Stop();
+  }
+  int http_port() const { return router_->port(0); }
+  int grpc_port() const { return router_->port(1); }
+  Child& attention(int i) { return *attention_[i]; }
+  Child& decoder(int i) { return *decoders_[i]; }
+  Child& router() { return *router_; }
+  int64_t Segments(int i) const {
+    auto stub = v1::AttentionControl::NewStub(grpc::CreateChannel(
+        "127.0.0.1:" + std::to_string(attention_[i]->port()), grpc::InsecureChannelCredentials()));
+    grpc::ClientContext ctx;
+    v1::AttentionInfo info;
+    if (!stub->Info(&ctx, {}, &info).ok()) return -1;
+    return info.num_segments();
+  }
+
+ private:
+  std::vector<std::unique_ptr<Child>> attention_, decoders_;
+  std::unique_ptr<Child> router_;
+};
+
+std::string GenerateText(const std::string& prompt, int max_tokens) {
+  auto gen = testing::RunProcess({testing::BinaryPath("kvasir"), "generate", "--model",
+                                  testing::Stories260KDir(), "--prompt", prompt, "--max-tokens",
+                                  std::to_string(max_tokens), "--temperature", "0",
+                                  "--ignore-eos"});
+  EXPECT_EQ(gen.exit_code, 0) << gen.err;
+  return gen.out.substr(0, gen.out.empty() ? 0 : gen.out.size() - 1);  // drops the newline
+}
+
+TEST(Cluster, OutputsEqualGenerateAndEmbeddedAndSpanBothAttentionWorkers) {
+  Cluster c;
+  const std::string body = json({{"prompt", "Once upon a time"}, {"max_tokens", 300},
+                                 {"temperature", 0}, {"ignore_eos", true}})
+                               .dump();
+  // While a 300-token stream runs, both attention workers hold a segment of it.
+  std::atomic<bool> both{false};
+  std::string streamed;
+  {
+    std::thread client([&] {
+      auto cl = testing::HttpClient(c.http_port());
+      json sb = json::parse(body);
+      sb["stream"] = true;
+      int chunks = 0;
+      auto r = cl.Post("/v1/completions", {}, sb.dump(), "application/json");
+      ASSERT_TRUE(r);
+      for (size_t pos = 0;;) {
+        size_t end = r->body.find("\n\n", pos);
+        if (end == std::string::npos) break;
+        std::string data = r->body.substr(pos + 6, end - pos - 6);
+        pos = end + 2;
+        if (data == "[DONE]") break;
+        streamed += json::parse(data)["choices"][0]["text"].get<std::string>();
+        ++chunks;
+      }
+      EXPECT_GT(chunks, 100);
+    });
+    auto deadline = std::chrono::steady_clock::now() + 20s;
+    while (!both && std::chrono::steady_clock::now() < deadline) {
+      both = c.Segments(0) == 1 && c.Segments(1) == 1;
+      std::this_thread::sleep_for(2ms);
+    }
+    client.join();
+  }
+  EXPECT_TRUE(both.load()) << "the 300-token sequence never held segments on both workers";
+
+  const std::string expected = GenerateText("Once upon a time", 300);
+  int st = 0;
+  json j = testing::PostJson(c.http_port(), "/v1/completions", body, &st);
+  ASSERT_EQ(st, 200) << j.dump();
+  EXPECT_EQ(j["choices"][0]["text"], expected);
+  EXPECT_EQ(streamed, expected);
+  EXPECT_EQ(j["usage"]["completion_tokens"], 300);
+
+  // The embedded server with the same pool split over two in-process shards agrees.
+  Child embedded("serve", {"--port", "0", "--kv-blocks", "440", "--attention-shards", "2"}, 1);
+  auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (auto r = testing::HttpClient(embedded.port()).Get("/health"); r && r->status == 200) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  json e = testing::PostJson(embedded.port(), "/v1/completions", body, &st);
+  ASSERT_EQ(st, 200) << e.dump();
+  EXPECT_EQ(e["choices"][0]["text"], expected);
+  EXPECT_EQ(c.Segments(0) + c.Segments(1), 0);
+  EXPECT_EQ(testing::KvBlocksUsed(c.http_port()), 0);
+}
+
+TEST(Cluster, SixtyFourConcurrentStreamsCancellationErrorsAndGrpc) {
+  Cluster c(2000, 2000);
+  // 64 concurrent streams over both decoders, each with exact usage.
+  std::atomic<int> ok{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 64; ++i) {
+    threads.emplace_back([&, i] {
+      bool done;
+      const int max_tokens = 5 + i % 20;
+      auto ev = testing::StreamSse(
+          c.http_port(), "/v1/completions",
+          json({{"prompt", "Lily and Tom " + std::to_string(i)}, {"max_tokens", max_tokens},
+                {"ignore_eos", true}, {"seed", i}, {"stream", true},
+                {"stream_options", {{"include_usage", true}}}})
+              .dump(),
+          &done);
+      if (done && !ev.empty() && ev.back()["usage"]["completion_tokens"] == max_tokens &&
+          ev.back()["usage"]["prompt_tokens"].get<int>() > 3) {
+        ++ok;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), 64);
+  auto m = testing::HttpClient(c.http_port()).Get("/metrics");
+  ASSERT_TRUE(m);
+  EXPECT_NE(m->body.find("kvasir:request_success_total{model_name=\"stories260K\",finished_"
+                         "reason=\"length\"} 64"),
+            std::string::npos)
+      << m->body;
+
+  // A client that goes away mid-stream: its request is cancelled on the decoder and its KV
+  // segments are freed on the attention workers.
+  {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(c.http_port());
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    std::string body = R"({"prompt": "Once", "max_tokens": 500, "ignore_eos": true, "stream": true})";
+    std::string req = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                      "application/json\r\nContent-Length: " +
+                      std::to_string(body.size()) + "\r\n\r\n" + body;
+    ASSERT_EQ(write(fd, req.data(), req.size()), static_cast<ssize_t>(req.size()));
+    std::string got;
+    char buf[4096];
+    while (std::count(got.begin(), got.end(), '\n') < 12) {
+      ssize_t n = read(fd, buf, sizeof(buf));
+      if (n <= 0) break;
+      got.append(buf, n);
+    }
+    EXPECT_GT(testing::KvBlocksUsed(c.http_port()), 0);
+    EXPECT_EQ(c.Segments(0) + c.Segments(1), 1);
+    close(fd);
+  }
+  auto deadline = std::chrono::steady_clock::now() + 20s;
+  while ((testing::KvBlocksUsed(c.http_port()) != 0 || c.Segments(0) + c.Segments(1) != 0) &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_EQ(testing::KvBlocksUsed(c.http_port()), 0);
+  EXPECT_EQ(c.Segments(0) + c.Segments(1), 0);
+
+  // Errors keep their status and OpenAI shape through the router.
+  int st = 0;
+  json e = testing::PostJson(c.http_port(), "/v1/completions", "{not json", &st);
+  EXPECT_EQ(st, 400);
+  EXPECT_EQ(e["error"]["type"], "invalid_request_error");
+  testing::PostJson(c.http_port(), "/v1/completions", R"({"model": "gpt-9", "prompt": "a"})", &st);
+  EXPECT_EQ(st, 404);
+  testing::PostJson(c.http_port(), "/v1/completions",
+                    R"({"prompt": "a", "max_tokens": 100000000})", &st);
+  EXPECT_EQ(st, 400);
+  testing::PostJson(c.http_port(), "/v1/completions", R"({"prompt": "a", "temperature": -1})",
+                    &st);
+  EXPECT_EQ(st, 400);
+  testing::PostJson(c.http_port(), "/v1/completions", R"({"prompt": ""})", &st);
+  EXPECT_EQ(st, 400);
+  testing::PostJson(c.http_port(), "/v1/completions", "{\"prompt\": \"\xff\xfe\"}", &st);
+  EXPECT_EQ(st, 400);
+
+  // gRPC: health and a streamed Generate through the router equal the HTTP output.
+  EXPECT_TRUE(GrpcServing(c.grpc_port()));
+  auto stub = v1::Completion::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string(c.grpc_port()), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  v1::GenerateRequest gr;
+  gr.set_prompt("Once upon a time");
+  gr.mutable_sampling()->set_max_tokens(40);
+  gr.mutable_sampling()->set_temperature(0);
+  gr.mutable_sampling()->set_ignore_eos(true);
+  auto reader = stub->Generate(&ctx, gr);
+  v1::GenerateResponse resp;
+  std::string text;
+  int completion = 0;
+  while (reader->Read(&resp)) {
+    text += resp.text();
+    if (!resp.finish_reason().empty()) completion = resp.usage().completion_tokens();
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(completion, 40);
+  EXPECT_EQ(text, GenerateText("Once upon a time", 40));
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_TRUE(c.decoder(i).Alive());
+    EXPECT_TRUE(c.attention(i).Alive());
+  }
+  EXPECT_TRUE(c.router().Alive());
+}
+
+TEST(Cluster, DeadWorkersGiveClearErrorsAndNothingCrashes) {
+  Cluster c;
+  // An attention worker dies: a request that needs both workers fails with 503 and a message;
+  // the router and the decoders stay up.
+  c.attention(1).Kill();
+  int st = 0;
+  json e = testing::PostJson(c.http_port(), "/v1/completions",
+                             R"({"prompt": "Once", "max_tokens": 300, "ignore_eos": true})",
+                             &st);
+  EXPECT_EQ(st, 503) << e.dump();
+  EXPECT_NE(e["error"]["message"].get<std::string>().find("attention worker"), std::string::npos)
+      << e.dump();
+  EXPECT_TRUE(c.router().Alive());
+  EXPECT_TRUE(c.decoder(0).Alive());
+  EXPECT_TRUE(c.decoder(1).Alive());
+
+  // Every decoder dies: /health and requests say 503.
+  c.decoder(0).Kill();
+  c.decoder(1).Kill();
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  int health = 0;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto r = testing::HttpClient(c.http_port()).Get("/health");
+    health = r ? r->status : 0;
+    if (health == 503) break;
+    std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_EQ(health, 503);
+  e = testing::PostJson(c.http_port(), "/v1/completions", R"({"prompt": "Once", "max_tokens": 5})",
+                        &st);
+  EXPECT_EQ(st, 503) << e.dump();
+  EXPECT_TRUE(c.router().Alive());
+}
+
+}  // namespace
+}  // namespace kvasir
