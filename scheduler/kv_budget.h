@@ -1,7 +1,7 @@
 // What the batch scheduler asks about KV memory. The scheduler never touches the cache itself:
 // it asks how many blocks a sequence needs to grow, reserves them before a step and releases
-// them when a sequence finishes, is preempted or aborted. KvCacheBudget (kv_cache_budget.h)
-// answers for the real paged cache, FakeKvBudget (fake_kv_budget.h) for tests.
+// them when a sequence finishes, is preempted or aborted. The decoder engine answers through its
+// attention executor (src/decoder/engine.cc), FakeKvBudget (fake_kv_budget.h) for tests.
 //
 // Token counts are relative to what the sequence holds after the previous step: Allocate(seq,
 // n) makes room for n more tokens (a fresh sequence holds none). The real cache counts from

@@ -1,5 +1,7 @@
 #include "tools/cli_args.h"
 
+#include <cstdio>
+
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -89,6 +91,24 @@ std::string Usage(const std::string& command, const std::vector<FlagSpec>& specs
     u += "  --" + s.name + (s.takes_value ? " VALUE" : "") + "\n      " + s.help + "\n";
   }
   return u;
+}
+
+int Fail(const absl::Status& s) {
+  std::fprintf(stderr, "kvasir: error: %s\n", std::string(s.message()).c_str());
+  return s.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+}
+
+std::vector<FlagSpec> With(std::vector<FlagSpec> extra) {
+  std::vector<FlagSpec> all = {
+      {"model", true, "model directory (HF or llama2.c layout); default: embedded stories260K"},
+      {"load-format", true, "auto (default) or dummy (seeded random weights)"},
+      {"dummy-config", true, "config for dummy weights: built-in name or config.json path"},
+      {"threads", true, "CPU threads (default 2)"},
+      {"log-level", true, "debug, info, warn (default), error"},
+      {"help", false, "show this help"},
+  };
+  all.insert(all.end(), extra.begin(), extra.end());
+  return all;
 }
 
 }  // namespace kvasir::cli

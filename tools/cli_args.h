@@ -37,4 +37,10 @@ class Args {
 
 std::string Usage(const std::string& command, const std::vector<FlagSpec>& specs);
 
+// Prints "kvasir: error: ..." to stderr; returns the exit code (2 for bad arguments, else 1).
+int Fail(const absl::Status& s);
+
+// The model flags every model-loading subcommand takes, plus `extra`.
+std::vector<FlagSpec> With(std::vector<FlagSpec> extra);
+
 }  // namespace kvasir::cli

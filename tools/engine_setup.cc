@@ -19,6 +19,7 @@ absl::StatusOr<std::unique_ptr<LocalModel>> CreateLocalModel(const EngineOptions
   lo.dummy_config = o.dummy_config;
   lo.seed = o.seed;
   lo.num_threads = o.threads;
+  lo.config_only = o.config_only;
   ASSIGN_OR_RETURN(e->weights, LoadModelWeights(e->model_dir, lo));
   const ModelConfig& c = e->weights->config;
   if (!e->model_dir.empty() && o.need_tokenizer) {
@@ -35,11 +36,25 @@ absl::StatusOr<std::unique_ptr<LocalModel>> CreateLocalModel(const EngineOptions
         c.vocab_size, ": the files do not belong together"));
   }
   e->backend = std::make_unique<CpuBackend>(o.threads);
+  if (o.config_only || !o.local_kv) return e;
+  ASSIGN_OR_RETURN(const int64_t blocks, KvPoolBlocks(c, o));
   KvCacheConfig kc;
   kc.num_layers = c.num_layers;
   kc.num_kv_heads = c.num_kv_heads;
   kc.head_dim = c.head_dim;
   kc.block_size = o.block_size;
+  kc.num_blocks = static_cast<int32_t>(blocks);
+  SPDLOG_INFO("model {}: {} layers, dim {}, {} heads / {} kv heads, vocab {}, context {}; KV "
+              "cache {} blocks of {} tokens ({} MiB)",
+              c.name, c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.vocab_size,
+              c.max_position_embeddings, kc.num_blocks, kc.block_size,
+              (blocks * o.block_size * c.head_dim * 2 * int64_t{sizeof(float)}) >> 20);
+  e->cache = std::make_unique<KvCache>(kc);
+  e->runner = std::make_unique<ModelRunner>(e->weights.get(), e->backend.get(), e->cache.get());
+  return e;
+}
+
+absl::StatusOr<int64_t> KvPoolBlocks(const ModelConfig& c, const EngineOptions& o) {
   const int64_t tables = static_cast<int64_t>(c.num_layers) * c.num_kv_heads;
   const int64_t bytes_per_block = int64_t{o.block_size} * c.head_dim * 2 * sizeof(float);
   int64_t blocks = o.kv_blocks;
@@ -54,14 +69,25 @@ absl::StatusOr<std::unique_ptr<LocalModel>> CreateLocalModel(const EngineOptions
     return absl::ResourceExhaustedError(absl::StrCat("KV cache of ", blocks, " blocks (",
                                                      bytes >> 20, " MiB) is too large"));
   }
-  kc.num_blocks = static_cast<int32_t>(blocks);
-  SPDLOG_INFO("model {}: {} layers, dim {}, {} heads / {} kv heads, vocab {}, context {}; KV "
-              "cache {} blocks of {} tokens ({} MiB)",
-              c.name, c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.vocab_size,
-              c.max_position_embeddings, kc.num_blocks, kc.block_size, bytes >> 20);
-  e->cache = std::make_unique<KvCache>(kc);
-  e->runner = std::make_unique<ModelRunner>(e->weights.get(), e->backend.get(), e->cache.get());
-  return e;
+  return blocks;
+}
+
+absl::StatusOr<EngineOptions> EngineOptionsFromArgs(const cli::Args& a) {
+  EngineOptions o;
+  o.model_dir = a.Str("model");
+  std::string fmt = a.Str("load-format", "auto");
+  if (fmt != "auto" && fmt != "dummy") {
+    return absl::InvalidArgumentError("--load-format must be auto or dummy");
+  }
+  o.dummy = fmt == "dummy";
+  o.dummy_config = a.Str("dummy-config");
+  if (o.dummy && o.dummy_config.empty() && o.model_dir.empty()) {
+    return absl::InvalidArgumentError("--load-format dummy needs --dummy-config NAME or --model DIR");
+  }
+  ASSIGN_OR_RETURN(int64_t threads, a.Int("threads", 2));
+  if (threads < 1 || threads > 256) return absl::InvalidArgumentError("--threads must be in [1, 256]");
+  o.threads = static_cast<int>(threads);
+  return o;
 }
 
 }  // namespace kvasir

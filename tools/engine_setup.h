@@ -11,6 +11,7 @@
 #include "model/tokenizer/tokenizer.h"
 #include "model/weights.h"
 #include "runtime/cpu/cpu_backend.h"
+#include "tools/cli_args.h"
 
 namespace kvasir {
 
@@ -26,6 +27,8 @@ struct EngineOptions {
   int64_t kv_max_bytes = int64_t{64} << 30;  // cap on the default pool's K+V bytes
   int32_t block_size = 16;
   bool need_tokenizer = true;
+  bool config_only = false;  // no weights, no KV cache, no runner (router, attention worker)
+  bool local_kv = true;      // false: no KV cache and no runner (the decoder builds its own)
 };
 
 struct LocalModel {
@@ -38,5 +41,12 @@ struct LocalModel {
 };
 
 absl::StatusOr<std::unique_ptr<LocalModel>> CreateLocalModel(const EngineOptions& options);
+
+// KV blocks of options.block_size tokens (per layer and KV head) the options ask for: kv_blocks,
+// else kv_tokens, else kv_contexts full contexts capped at kv_max_bytes.
+// The model flags (cli::With) into options.
+absl::StatusOr<EngineOptions> EngineOptionsFromArgs(const cli::Args& a);
+
+absl::StatusOr<int64_t> KvPoolBlocks(const ModelConfig& c, const EngineOptions& options);
 
 }  // namespace kvasir

@@ -25,6 +25,8 @@
 #endif
 #include "tools/cli_args.h"
 #include "tools/engine_setup.h"
+#include "tools/cluster_launcher.h"
+#include "tools/roles.h"
 
 namespace kvasir {
 namespace {
@@ -32,43 +34,8 @@ namespace {
 using cli::Args;
 using cli::FlagSpec;
 
-int Fail(const absl::Status& s) {
-  std::fprintf(stderr, "kvasir: error: %s\n", std::string(s.message()).c_str());
-  return s.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
-}
-
-const std::vector<FlagSpec> kModelFlags = {
-    {"model", true, "model directory (HF or llama2.c layout); default: embedded stories260K"},
-    {"load-format", true, "auto (default) or dummy (seeded random weights)"},
-    {"dummy-config", true, "config for dummy weights: built-in name or config.json path"},
-    {"threads", true, "CPU threads (default 2)"},
-    {"log-level", true, "debug, info, warn (default), error"},
-    {"help", false, "show this help"},
-};
-
-std::vector<FlagSpec> With(std::vector<FlagSpec> extra) {
-  std::vector<FlagSpec> all = kModelFlags;
-  all.insert(all.end(), extra.begin(), extra.end());
-  return all;
-}
-
-absl::StatusOr<EngineOptions> EngineOptionsFromArgs(const Args& a) {
-  EngineOptions o;
-  o.model_dir = a.Str("model");
-  std::string fmt = a.Str("load-format", "auto");
-  if (fmt != "auto" && fmt != "dummy") {
-    return absl::InvalidArgumentError("--load-format must be auto or dummy");
-  }
-  o.dummy = fmt == "dummy";
-  o.dummy_config = a.Str("dummy-config");
-  if (o.dummy && o.dummy_config.empty() && o.model_dir.empty()) {
-    return absl::InvalidArgumentError("--load-format dummy needs --dummy-config NAME or --model DIR");
-  }
-  ASSIGN_OR_RETURN(int64_t threads, a.Int("threads", 2));
-  if (threads < 1 || threads > 256) return absl::InvalidArgumentError("--threads must be in [1, 256]");
-  o.threads = static_cast<int>(threads);
-  return o;
-}
+using cli::Fail;
+using cli::With;
 
 // ---------------------------------------------------------------------------------------------
 int Generate(int argc, char** argv) {
@@ -382,101 +349,15 @@ int Logits(int argc, char** argv) {
   return 0;
 }
 
-// ---------------------------------------------------------------------------------------------
-// `kvasir serve`: router + decoder + attention in one process (in-process links), OpenAI HTTP.
-int Serve(int argc, char** argv) {
-  auto specs = With({
-      {"host", true, "listen address (default 127.0.0.1)"},
-      {"port", true, "HTTP port (default 8000; 0 picks a free one and prints it)"},
-      {"api-key", true, "require Authorization: Bearer KEY"},
-      {"served-model-name", true, "model id reported and accepted (default: model dir name)"},
-      {"max-num-seqs", true, "sequences per step (default 64)"},
-      {"max-num-batched-tokens", true, "tokens per step (default 512)"},
-      {"max-waiting", true, "queued requests before 429 (default 1024)"},
-      {"kv-blocks", true, "KV blocks of 16 tokens in the pool (default: 64 full contexts)"},
-      {"grpc-port", true, "also serve kvasir.v1.Completion over gRPC on this port (0: a free one, "
-                          "printed as a second stdout line; default: off)"},
-  });
-  auto a = Args::Parse(argc, argv, 2, specs);
-  if (!a.ok()) return Fail(a.status());
-  if (a->Has("help")) {
-    std::fputs(cli::Usage("serve", specs).c_str(), stdout);
-    return 0;
-  }
-  InitLogging(a->Str("log-level", "info"));
-  auto eo = EngineOptionsFromArgs(*a);
-  if (!eo.ok()) return Fail(eo.status());
-  auto port = a->Int("port", 8000);
-  auto seqs = a->Int("max-num-seqs", 64);
-  auto tokens = a->Int("max-num-batched-tokens", 512);
-  auto waiting = a->Int("max-waiting", 1024);
-  auto blocks = a->Int("kv-blocks", 0);
-  auto grpc_port = a->Int("grpc-port", -1);
-  for (const absl::Status& s : {port.status(), seqs.status(), tokens.status(), waiting.status(),
-                                blocks.status(), grpc_port.status()}) {
-    if (!s.ok()) return Fail(s);
-  }
-  if (*port < 0 || *port > 65535 || *grpc_port < -1 || *grpc_port > 65535 || *seqs < 1 || *tokens < 1 || *waiting < 1 || *blocks < 0) {
-    return Fail(absl::InvalidArgumentError("--port, --max-num-seqs, --max-num-batched-tokens, --max-waiting or --kv-blocks out of range"));
-  }
-  eo->kv_blocks = *blocks;
-  eo->kv_contexts = 64;              // default pool: 64 full contexts,
-  eo->kv_max_bytes = int64_t{4} << 30;  // capped at 4 GiB of K+V
-  auto engine = CreateLocalModel(*eo);
-  if (!engine.ok()) return Fail(engine.status());
-  LocalModel& e = **engine;
-  if (!e.tokenizer) return Fail(absl::FailedPreconditionError("the model has no tokenizer"));
-  EngineConfig ec;
-  ec.max_num_seqs = static_cast<int32_t>(*seqs);
-  ec.max_num_batched_tokens = static_cast<int32_t>(*tokens);
-  ec.max_waiting = static_cast<int32_t>(*waiting);
-  kvasir::Engine loop(e.runner.get(), ec);
-  ServiceConfig sc;
-  sc.model_name = a->Str("served-model-name", std::filesystem::path(e.model_dir).filename().string());
-  if (sc.model_name.empty()) sc.model_name = e.weights->config.name;
-  auto tc = ReadFileToString((std::filesystem::path(e.model_dir) / "tokenizer_config.json").string());
-  sc.chat_format = api::DetectChatFormat(tc.ok() ? *tc : "");
-  CompletionService service(&loop, e.tokenizer.get(), sc);
-  api::HttpServerConfig hc;
-  hc.host = a->Str("host", "127.0.0.1");
-  hc.port = static_cast<int>(*port);
-  hc.api_key = a->Str("api-key");
-  api::HttpServer http(&service, hc);
-
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);  // threads started below inherit the mask
-  loop.Start();
-  auto bound = http.Start();
-  if (!bound.ok()) return Fail(bound.status());
-  std::fprintf(stderr, "kvasir: serving %s (chat format %s, %d KV blocks) on http://%s:%d\n",
-               sc.model_name.c_str(), api::ChatFormatName(sc.chat_format),
-               e.cache->pool().num_blocks(), hc.host.c_str(), *bound);
-  std::printf("%d\n", *bound);
-  transport::CompletionGrpcServer grpc_server(&service);
-  if (*grpc_port >= 0) {
-    auto gbound = grpc_server.Start(hc.host, static_cast<int>(*grpc_port));
-    if (!gbound.ok()) return Fail(gbound.status());
-    std::fprintf(stderr, "kvasir: gRPC kvasir.v1.Completion on %s:%d\n", hc.host.c_str(), *gbound);
-    std::printf("%d\n", *gbound);
-  }
-  std::fflush(stdout);
-  int sig = 0;
-  sigwait(&set, &sig);
-  std::fprintf(stderr, "kvasir: signal %d, shutting down\n", sig);
-  loop.Stop();  // aborts in-flight requests, so their handlers return
-  grpc_server.Stop();
-  http.Stop();
-  return 0;
-}
-
 void PrintUsage() {
   std::fputs(
       "usage: kvasir COMMAND [flags]\n"
       "commands:\n"
       "  serve         OpenAI-compatible HTTP server, all roles in one process\n"
+      "  cluster       router + decoders + attention workers as processes on this host\n"
+      "  router        cluster role: OpenAI HTTP + gRPC front end, KV directory\n"
+      "  decoder       cluster role: weights, batching, dense layers, sampling\n"
+      "  attention     cluster role: KV pool and partial attention\n"
       "  generate      generate a continuation of --prompt and print it\n"
       "  tokenize      print token ids of each stdin line\n"
       "  convert       write a model in the HF layout (safetensors + config.json + tokenizer)\n"
@@ -501,7 +382,11 @@ int main(int argc, char** argv) {
   if (cmd == "convert") return kvasir::Convert(argc, argv);
   if (cmd == "bench-engine") return kvasir::BenchEngine(argc, argv);
   if (cmd == "logits") return kvasir::Logits(argc, argv);
-  if (cmd == "serve") return kvasir::Serve(argc, argv);
+  if (cmd == "serve") return kvasir::ServeMain(argc, argv);
+  if (cmd == "cluster") return kvasir::RunCluster(argc, argv);
+  if (cmd == "router") return kvasir::RouterMain(argc, argv);
+  if (cmd == "decoder") return kvasir::DecoderMain(argc, argv);
+  if (cmd == "attention") return kvasir::AttentionMain(argc, argv);
   if (cmd == "bench") {
     if (argc < 3 || std::string(argv[2]) != "serve") {
       std::fputs("usage: kvasir bench serve [flags]\n", stderr);

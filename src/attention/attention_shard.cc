@@ -101,7 +101,6 @@ absl::Status AttentionShard::Step(int32_t layer, std::span<const ShardItem> item
   }
   // ---- Append, then one partial attention per (row, kv head).
   params_.clear();
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const BlockPool& pool = cache_.pool();
   int64_t row = 0;
   for (const ShardItem& it : items) {
@@ -116,20 +115,12 @@ absl::Status AttentionShard::Step(int32_t layer, std::span<const ShardItem> item
       const int64_t pos = static_cast<int64_t>(it.q_start) + i;
       for (int32_t kh = 0; kh < KVH; ++kh) {
         const PageTable& table = cache_.table(it.segment_key, layer, kh);
-        PagedAttentionParams p;
-        p.k_pool = pool.k_data();
-        p.v_pool = pool.v_data();
-        p.block_table = table.blocks.data();
-        p.block_size = pool.block_size();
-        p.head_dim = hd;
-        p.begin = 0;
-        p.end = static_cast<int32_t>(std::clamp<int64_t>(pos + 1 - base, 0, table.length));
-        p.q = it.q + i * it.q_stride + static_cast<int64_t>(kh) * G * hd;
-        p.group = G;
-        p.scale = scale;
-        p.o = o + (row * H + static_cast<int64_t>(kh) * G) * hd;
-        p.lse = lse + row * H + static_cast<int64_t>(kh) * G;
-        params_.push_back(p);
+        params_.push_back(TableAttention(
+            pool, table, hd, 0,
+            static_cast<int32_t>(std::clamp<int64_t>(pos + 1 - base, 0, table.length)),
+            it.q + i * it.q_stride + static_cast<int64_t>(kh) * G * hd, G,
+            o + (row * H + static_cast<int64_t>(kh) * G) * hd,
+            lse + row * H + static_cast<int64_t>(kh) * G));
       }
     }
   }

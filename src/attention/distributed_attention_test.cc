@@ -112,14 +112,10 @@ TEST(AttentionShardTest, SegmentAfterTheQueryIsEmpty) {
 class DistributedModelTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string dir = testing::Stories260KDir();
-    ASSERT_FALSE(dir.empty());
-    auto w = LoadModelWeights(dir, LoadOptions{});
-    ASSERT_TRUE(w.ok());
-    weights_ = std::move(*w);
-    auto t = LoadTokenizer(dir);
-    ASSERT_TRUE(t.ok()) << t.status();
-    tok_ = std::move(*t);
+    testing::TestModel m = testing::LoadStories260K();
+    ASSERT_TRUE(m.weights && m.tokenizer);
+    weights_ = std::move(m.weights);
+    tok_ = std::move(m.tokenizer);
     const ModelConfig& c = weights_->config;
     shape_ = {c.num_heads, c.num_kv_heads, c.head_dim, c.num_layers};
     backend_ = std::make_unique<CpuBackend>(2);

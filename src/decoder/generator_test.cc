@@ -10,14 +10,10 @@ namespace {
 class GeneratorTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string dir = testing::Stories260KDir();
-    ASSERT_FALSE(dir.empty());
-    auto w = LoadModelWeights(dir, LoadOptions{});
-    ASSERT_TRUE(w.ok());
-    weights_ = std::move(*w);
-    auto t = LoadTokenizer(dir);
-    ASSERT_TRUE(t.ok()) << t.status();
-    tok_ = std::move(*t);
+    testing::TestModel m = testing::LoadStories260K();
+    ASSERT_TRUE(m.weights && m.tokenizer);
+    weights_ = std::move(m.weights);
+    tok_ = std::move(m.tokenizer);
     KvCacheConfig kc{weights_->config.num_layers, weights_->config.num_kv_heads,
                      weights_->config.head_dim, 16, 4000};
     backend_ = std::make_unique<CpuBackend>(2);

@@ -7,6 +7,25 @@
 
 namespace kvasir {
 
+PagedAttentionParams TableAttention(const BlockPool& pool, const PageTable& table,
+                                    int32_t head_dim, int32_t begin, int32_t end, const float* q,
+                                    int32_t group, float* o, float* lse) {
+  PagedAttentionParams p;
+  p.k_pool = pool.k_data();
+  p.v_pool = pool.v_data();
+  p.block_table = table.blocks.data();
+  p.block_size = pool.block_size();
+  p.head_dim = head_dim;
+  p.begin = begin;
+  p.end = end;
+  p.q = q;
+  p.group = group;
+  p.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  p.o = o;
+  p.lse = lse;
+  return p;
+}
+
 LocalAttention::LocalAttention(KvCache* cache, Backend* backend, AttentionShape shape)
     : cache_(cache), backend_(backend), shape_(shape) {
   const KvCacheConfig& kc = cache->config();
@@ -106,7 +125,6 @@ absl::Status LocalAttention::Attend(int32_t layer, const float* qkv, int64_t qkv
   items_.clear();
   items_.reserve(groups * max_parts);
   const BlockPool& pool = cache_->pool();
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   int64_t r = 0;
   for (size_t b = 0; b < step_.size(); ++b) {
     for (int32_t i = 0; i < step_[b].num_tokens; ++i, ++r) {
@@ -115,20 +133,12 @@ absl::Status LocalAttention::Attend(int32_t layer, const float* qkv, int64_t qkv
         const int32_t end = len_before[b * KVH + kh] + i + 1;  // causal
         const int64_t g = r * KVH + kh;
         for (int32_t part = 0; part < max_parts; ++part) {
-          PagedAttentionParams p;
-          p.k_pool = pool.k_data();
-          p.v_pool = pool.v_data();
-          p.block_table = table.blocks.data();
-          p.block_size = pool.block_size();
-          p.head_dim = hd;
-          p.begin = split > 0 ? std::min(end, part * split) : 0;
-          p.end = split > 0 ? std::min(end, (part + 1) * split) : end;
-          p.q = qkv + r * qkv_stride + static_cast<int64_t>(kh) * G * hd;
-          p.group = G;
-          p.scale = scale;
-          p.o = o_parts_.data() + (g * max_parts + part) * G * hd;
-          p.lse = lse_parts_.data() + (g * max_parts + part) * G;
-          items_.push_back(p);
+          const int32_t begin = split > 0 ? std::min(end, part * split) : 0;
+          items_.push_back(TableAttention(
+              pool, table, hd, begin, split > 0 ? std::min(end, (part + 1) * split) : end,
+              qkv + r * qkv_stride + static_cast<int64_t>(kh) * G * hd, G,
+              o_parts_.data() + (g * max_parts + part) * G * hd,
+              lse_parts_.data() + (g * max_parts + part) * G));
         }
       }
     }

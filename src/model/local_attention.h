@@ -19,6 +19,12 @@ struct AttentionShape {
   int32_t group() const { return num_heads / num_kv_heads; }
 };
 
+// Partial attention of `group` query heads at q over tokens [begin, end) of one page table,
+// writing o [group, head_dim] and lse [group].
+PagedAttentionParams TableAttention(const BlockPool& pool, const PageTable& table,
+                                    int32_t head_dim, int32_t begin, int32_t end, const float* q,
+                                    int32_t group, float* o, float* lse);
+
 class LocalAttention : public AttentionExecutor {
  public:
   LocalAttention(KvCache* cache, Backend* backend, AttentionShape shape);

@@ -3,7 +3,12 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <memory>
 #include <string>
+
+#include "gtest/gtest.h"
+#include "model/tokenizer/tokenizer.h"
+#include "model/weights.h"
 
 namespace kvasir::testing {
 
@@ -28,6 +33,25 @@ inline std::string Stories260KDir() {
   fs::path c = cache / "kvasir" / "models" / "stories260K";
   if (!cache.empty() && fs::exists(c / "model.bin")) return c.string();
   return "";
+}
+
+// stories260K's weights and tokenizer, loaded for a test (gtest assertions on failure).
+struct TestModel {
+  std::unique_ptr<ModelWeights> weights;
+  std::unique_ptr<Tokenizer> tokenizer;
+};
+inline TestModel LoadStories260K() {
+  TestModel m;
+  const std::string dir = Stories260KDir();
+  EXPECT_FALSE(dir.empty()) << "stories260K not found";
+  if (dir.empty()) return m;
+  auto w = LoadModelWeights(dir, LoadOptions{});
+  EXPECT_TRUE(w.ok()) << w.status();
+  if (w.ok()) m.weights = std::move(*w);
+  auto t = LoadTokenizer(dir);
+  EXPECT_TRUE(t.ok()) << t.status();
+  if (t.ok()) m.tokenizer = std::move(*t);
+  return m;
 }
 
 // A fresh empty directory under the system temp dir, removed by the destructor.

@@ -48,31 +48,11 @@ int FreePort() {
 class Child {
  public:
   Child(const std::string& role, std::vector<std::string> args, int port_lines) {
-    int out[2];
-    EXPECT_EQ(pipe(out), 0);
-    pid_ = fork();
-    if (pid_ == 0) {
-      dup2(out[1], 1);
-      close(out[0]);
-      close(out[1]);
-      std::vector<std::string> all = {testing::BinaryPath("kvasir"), role, "--model",
-                                      testing::Stories260KDir(), "--log-level", "warn"};
-      all.insert(all.end(), args.begin(), args.end());
-      std::vector<char*> argv;
-      for (auto& a : all) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    close(out[1]);
-    for (int i = 0; i < port_lines; ++i) {
-      std::string line;
-      char c;
-      while (read(out[0], &c, 1) == 1 && c != '\n') line += c;
-      ports_.push_back(std::atoi(line.c_str()));
-      EXPECT_GT(ports_.back(), 0) << role << " did not print its port";
-    }
-    close(out[0]);
+    std::vector<std::string> all = {testing::BinaryPath("kvasir"), role, "--model",
+                                    testing::Stories260KDir(), "--log-level", "warn"};
+    all.insert(all.end(), args.begin(), args.end());
+    pid_ = testing::SpawnServer(all, port_lines, &ports_);
+    for (int p : ports_) EXPECT_GT(p, 0) << role << " did not print its port";
   }
   ~Child() { Stop(); }
   void Stop() {

@@ -13,6 +13,32 @@ extern char** environ;
 
 namespace kvasir::testing {
 
+int SpawnServer(const std::vector<std::string>& args, int port_lines, std::vector<int>* ports) {
+  int out[2];
+  if (pipe(out) != 0) return -1;
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(out[1], 1);
+    close(out[0]);
+    close(out[1]);
+    std::vector<std::string> copy = args;
+    std::vector<char*> argv;
+    for (auto& a : copy) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  close(out[1]);
+  for (int i = 0; i < port_lines; ++i) {
+    std::string line;
+    char c;
+    while (read(out[0], &c, 1) == 1 && c != '\n') line += c;
+    ports->push_back(std::atoi(line.c_str()));
+  }
+  close(out[0]);
+  return pid;
+}
+
 std::string BinaryPath(const std::string& name) {
   const char* dir = std::getenv("KVASIR_BIN_DIR");
   return std::string(dir && *dir ? dir : "build/bin") + "/" + name;

@@ -17,6 +17,11 @@ struct ProcessResult {
 ProcessResult RunProcess(const std::vector<std::string>& argv, const std::string& stdin_data = "",
                          const std::map<std::string, std::string>& env = {});
 
+// Starts argv (argv[0] the program) with its stdout on a pipe, reads `port_lines` lines of it
+// as integers (the ports a server prints when it is listening) into *ports, and leaves the
+// process running. Returns its pid (-1 if it could not start).
+int SpawnServer(const std::vector<std::string>& argv, int port_lines, std::vector<int>* ports);
+
 // $KVASIR_BIN_DIR/name (set by ctest), else build/bin/name.
 std::string BinaryPath(const std::string& name);
 

@@ -33,32 +33,14 @@ using json = nlohmann::json;
 class Server {
  public:
   explicit Server(std::vector<std::string> extra = {}) {
-    int out[2];
-    EXPECT_EQ(pipe(out), 0);
-    pid_ = fork();
-    if (pid_ == 0) {
-      dup2(out[1], 1);
-      close(out[0]);
-      close(out[1]);
-      std::vector<std::string> args = {testing::BinaryPath("kvasir"), "serve", "--port", "0",
-                                       "--model", testing::Stories260KDir(), "--log-level", "warn"};
-      args.insert(args.end(), extra.begin(), extra.end());
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    close(out[1]);
-    auto read_line = [&] {
-      std::string line;
-      char c;
-      while (read(out[0], &c, 1) == 1 && c != '\n') line += c;
-      return std::atoi(line.c_str());
-    };
-    port_ = read_line();
-    if (std::find(extra.begin(), extra.end(), "--grpc-port") != extra.end()) grpc_port_ = read_line();
-    close(out[0]);
+    std::vector<std::string> args = {testing::BinaryPath("kvasir"), "serve", "--port", "0",
+                                     "--model", testing::Stories260KDir(), "--log-level", "warn"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    const bool grpc = std::find(extra.begin(), extra.end(), "--grpc-port") != extra.end();
+    std::vector<int> ports;
+    pid_ = testing::SpawnServer(args, grpc ? 2 : 1, &ports);
+    port_ = ports[0];
+    if (grpc) grpc_port_ = ports[1];
     EXPECT_GT(port_, 0) << "server did not print its port";
     // Readiness: poll /health with a deadline.
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);

@@ -1,0 +1,346 @@
+#include "tools/roles.h"
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_split.h"
+#include "api/http_server.h"
+#include "attention/attention_shard.h"
+#include "attention/distributed_attention.h"
+#include "common/logging.h"
+#include "decoder/engine.h"
+#include "tools/cli_args.h"
+#include "tools/engine_setup.h"
+#include "transport/attention_grpc.h"
+#include "transport/completion_grpc.h"
+#include "transport/decoder_grpc.h"
+#include "transport/directory_grpc.h"
+
+namespace kvasir {
+namespace {
+
+using cli::Args;
+using cli::Fail;
+using cli::With;
+
+// Blocks SIGINT/SIGTERM in this thread and every thread started after it; WaitForSignal()
+// returns when one arrives.
+class SignalWaiter {
+ public:
+  SignalWaiter() {
+    sigemptyset(&set_);
+    sigaddset(&set_, SIGINT);
+    sigaddset(&set_, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set_, nullptr);
+  }
+  void Wait() {
+    int sig = 0;
+    sigwait(&set_, &sig);
+    std::fprintf(stderr, "kvasir: signal %d, shutting down\n", sig);
+  }
+
+ private:
+  sigset_t set_;
+};
+
+AttentionShape ShapeOf(const ModelConfig& c) {
+  return {c.num_heads, c.num_kv_heads, c.head_dim, c.num_layers};
+}
+
+absl::StatusOr<int> PortFlag(const Args& a, const std::string& name, int def, int min) {
+  ASSIGN_OR_RETURN(int64_t v, a.Int(name, def));
+  if (v < min || v > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("--", name, " must be in [", min, ", 65535]"));
+  }
+  return static_cast<int>(v);
+}
+
+absl::StatusOr<int32_t> PositiveFlag(const Args& a, const std::string& name, int64_t def) {
+  ASSIGN_OR_RETURN(int64_t v, a.Int(name, def));
+  if (v < 1 || v > INT32_MAX) {
+    return absl::InvalidArgumentError(absl::StrCat("--", name, " must be a positive integer"));
+  }
+  return static_cast<int32_t>(v);
+}
+
+absl::StatusOr<std::vector<std::string>> AddressList(const Args& a, const std::string& name) {
+  std::vector<std::string> out;
+  for (const std::string& v : a.All(name)) {
+    for (absl::string_view part : absl::StrSplit(v, ',', absl::SkipWhitespace())) {
+      std::string p(part);
+      if (p.find(':') == std::string::npos) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--", name, ": '", p, "' is not HOST:PORT"));
+      }
+      out.push_back(p);
+    }
+  }
+  if (out.empty()) return absl::InvalidArgumentError(absl::StrCat("--", name, " is required"));
+  return out;
+}
+
+#define KVASIR_ASSIGN_OR_FAIL(lhs, expr) \
+  auto lhs##_or = (expr);                \
+  if (!lhs##_or.ok()) return Fail(lhs##_or.status()); \
+  auto lhs = *std::move(lhs##_or)
+
+std::vector<cli::FlagSpec> FrontEndFlags() {
+  return {
+      {"host", true, "listen address (default 127.0.0.1)"},
+      {"port", true, "HTTP port (default 8000; 0 picks a free one and prints it)"},
+      {"api-key", true, "require Authorization: Bearer KEY"},
+      {"served-model-name", true, "model id reported and accepted (default: model dir name)"},
+  };
+}
+
+// The OpenAI HTTP server and the gRPC Completion service (plus `extra` gRPC services) over
+// `engine`, until SIGINT/SIGTERM. Prints the HTTP port, then the gRPC port when it serves one.
+int RunFrontEnd(const Args& a, const LocalModel& m, EngineHandle* engine, int grpc_port,
+                std::vector<grpc::Service*> extra, SignalWaiter& signals,
+                const std::function<void()>& before_stop) {
+  KVASIR_ASSIGN_OR_FAIL(port, PortFlag(a, "port", 8000, 0));
+  if (!m.tokenizer) return Fail(absl::FailedPreconditionError("the model has no tokenizer"));
+  ServiceConfig sc;
+  sc.model_name =
+      a.Str("served-model-name", std::filesystem::path(m.model_dir).filename().string());
+  if (sc.model_name.empty()) sc.model_name = m.weights->config.name;
+  auto tc = ReadFileToString((std::filesystem::path(m.model_dir) / "tokenizer_config.json").string());
+  sc.chat_format = api::DetectChatFormat(tc.ok() ? *tc : "");
+  CompletionService service(engine, m.tokenizer.get(), sc);
+  api::HttpServerConfig hc;
+  hc.host = a.Str("host", "127.0.0.1");
+  hc.port = port;
+  hc.api_key = a.Str("api-key");
+  api::HttpServer http(&service, hc);
+  auto bound = http.Start();
+  if (!bound.ok()) return Fail(bound.status());
+  std::fprintf(stderr, "kvasir: serving %s (chat format %s) on http://%s:%d\n",
+               sc.model_name.c_str(), api::ChatFormatName(sc.chat_format), hc.host.c_str(),
+               *bound);
+  std::printf("%d\n", *bound);
+  transport::CompletionGrpcServer completion(&service);
+  transport::GrpcServer grpc_server;
+  if (grpc_port >= 0) {
+    extra.insert(extra.begin(), completion.service());
+    auto gbound = grpc_server.Start(hc.host, grpc_port, extra);
+    if (!gbound.ok()) return Fail(gbound.status());
+    std::fprintf(stderr, "kvasir: gRPC on %s:%d\n", hc.host.c_str(), *gbound);
+    std::printf("%d\n", *gbound);
+  }
+  std::fflush(stdout);
+  signals.Wait();
+  before_stop();  // aborts in-flight requests, so their handlers return
+  grpc_server.Stop();
+  http.Stop();
+  return 0;
+}
+
+absl::StatusOr<EngineConfig> EngineConfigFromArgs(const Args& a) {
+  EngineConfig ec;
+  ASSIGN_OR_RETURN(ec.max_num_seqs, PositiveFlag(a, "max-num-seqs", 64));
+  ASSIGN_OR_RETURN(ec.max_num_batched_tokens, PositiveFlag(a, "max-num-batched-tokens", 512));
+  ASSIGN_OR_RETURN(ec.max_waiting, PositiveFlag(a, "max-waiting", 1024));
+  return ec;
+}
+
+const std::vector<cli::FlagSpec> kEngineFlags = {
+    {"max-num-seqs", true, "sequences per step (default 64)"},
+    {"max-num-batched-tokens", true, "tokens per step (default 512)"},
+    {"max-waiting", true, "queued requests before 429 (default 1024)"},
+};
+
+std::vector<cli::FlagSpec> Join(std::vector<std::vector<cli::FlagSpec>> parts) {
+  std::vector<cli::FlagSpec> all;
+  for (auto& p : parts) all.insert(all.end(), p.begin(), p.end());
+  return With(all);
+}
+
+absl::StatusOr<Args> ParseOrHelp(int argc, char** argv, const std::string& cmd,
+                                 const std::vector<cli::FlagSpec>& specs, bool* help) {
+  ASSIGN_OR_RETURN(Args a, Args::Parse(argc, argv, 2, specs));
+  *help = a.Has("help");
+  if (*help) std::fputs(cli::Usage(cmd, specs).c_str(), stdout);
+  InitLogging(a.Str("log-level", "info"));
+  return a;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+int ServeMain(int argc, char** argv) {
+  auto specs = Join({FrontEndFlags(), kEngineFlags,
+                     {{"kv-blocks", true,
+                       "KV blocks of 16 tokens in the pool, over all shards (default: 64 full "
+                       "contexts, at most 4 GiB)"},
+                      {"attention-shards", true,
+                       "in-process attention workers the KV pool is split over (default 1)"},
+                      {"grpc-port", true,
+                       "also serve kvasir.v1.Completion over gRPC on this port (0: a free one, "
+                       "printed as a second stdout line; default: off)"}}});
+  bool help = false;
+  KVASIR_ASSIGN_OR_FAIL(a, ParseOrHelp(argc, argv, "serve", specs, &help));
+  if (help) return 0;
+  KVASIR_ASSIGN_OR_FAIL(eo, EngineOptionsFromArgs(a));
+  KVASIR_ASSIGN_OR_FAIL(ec, EngineConfigFromArgs(a));
+  KVASIR_ASSIGN_OR_FAIL(grpc_port, PortFlag(a, "grpc-port", -1, -1));
+  KVASIR_ASSIGN_OR_FAIL(shards, PositiveFlag(a, "attention-shards", 1));
+  KVASIR_ASSIGN_OR_FAIL(blocks, a.Int("kv-blocks", 0));
+  if (blocks < 0) return Fail(absl::InvalidArgumentError("--kv-blocks must be >= 0"));
+  if (shards > 64) return Fail(absl::InvalidArgumentError("--attention-shards must be <= 64"));
+  eo.kv_blocks = blocks;
+  eo.kv_contexts = 64;                  // default pool: 64 full contexts,
+  eo.kv_max_bytes = int64_t{4} << 30;   // capped at 4 GiB of K+V
+  eo.local_kv = false;
+  KVASIR_ASSIGN_OR_FAIL(m, CreateLocalModel(eo));
+  const ModelConfig& c = m->weights->config;
+  KVASIR_ASSIGN_OR_FAIL(total, KvPoolBlocks(c, eo));
+
+  // Attention workers in this process, reached by function calls.
+  std::vector<std::unique_ptr<AttentionShard>> owned;
+  std::vector<AttentionShard*> ptrs;
+  std::vector<std::string> names;
+  for (int i = 0; i < shards; ++i) {
+    owned.push_back(std::make_unique<AttentionShard>(ShapeOf(c), eo.block_size, total / shards,
+                                                     m->backend.get()));
+    ptrs.push_back(owned.back().get());
+    names.push_back(absl::StrCat("in-process-", i));
+  }
+  LocalSegmentDirectory directory(names, ptrs);
+  DistributedAttention attention(ShapeOf(c), &directory, directory.Links());
+  ModelRunner runner(m->weights.get(), m->backend.get(), &attention);
+  Engine engine(&runner, ec);
+  SPDLOG_INFO("KV pool: {} blocks of {} tokens over {} in-process attention shard(s)",
+              total / shards * shards, eo.block_size, shards);
+  SignalWaiter signals;
+  engine.Start();
+  return RunFrontEnd(a, *m, &engine, grpc_port, {}, signals, [&] { engine.Stop(); });
+}
+
+// ---------------------------------------------------------------------------------------------
+int RouterMain(int argc, char** argv) {
+  auto specs = Join({FrontEndFlags(),
+                     {{"grpc-port", true,
+                       "gRPC port: kvasir.v1.Completion for clients, KvDirectory for decoders "
+                       "(default 0: a free one, printed as the second stdout line)"},
+                      {"decoders", true, "decoder workers HOST:PORT[,HOST:PORT...]"},
+                      {"attention", true, "attention workers HOST:PORT[,HOST:PORT...]"},
+                      {"placement", true,
+                       "least_loaded (default: fewest outstanding tokens), least_requests, "
+                       "round_robin"},
+                      {"connect-timeout", true,
+                       "seconds to wait for the attention workers (default 60)"}}});
+  bool help = false;
+  KVASIR_ASSIGN_OR_FAIL(a, ParseOrHelp(argc, argv, "router", specs, &help));
+  if (help) return 0;
+  KVASIR_ASSIGN_OR_FAIL(eo, EngineOptionsFromArgs(a));
+  KVASIR_ASSIGN_OR_FAIL(grpc_port, PortFlag(a, "grpc-port", 0, 0));
+  KVASIR_ASSIGN_OR_FAIL(decoders, AddressList(a, "decoders"));
+  KVASIR_ASSIGN_OR_FAIL(attention, AddressList(a, "attention"));
+  KVASIR_ASSIGN_OR_FAIL(timeout, PositiveFlag(a, "connect-timeout", 60));
+  KVASIR_ASSIGN_OR_FAIL(policy, sched::MakePlacementPolicy(a.Str("placement", "least_loaded")));
+  eo.config_only = true;
+  KVASIR_ASSIGN_OR_FAIL(m, CreateLocalModel(eo));
+  const ModelConfig& c = m->weights->config;
+
+  transport::KvDirectoryHost directory(attention, ShapeOf(c));
+  if (absl::Status s = directory.Connect(std::chrono::seconds(timeout)); !s.ok()) return Fail(s);
+  transport::RemoteDecoders remote(decoders, c, std::move(policy),
+                                   [&] { return directory.Usage(); });
+  SignalWaiter signals;
+  remote.Start();
+  return RunFrontEnd(a, *m, &remote, grpc_port, {directory.service()}, signals,
+                     [&] { remote.Stop(); });
+}
+
+// ---------------------------------------------------------------------------------------------
+int DecoderMain(int argc, char** argv) {
+  auto specs = Join({kEngineFlags,
+                     {{"host", true, "listen address (default 127.0.0.1)"},
+                      {"grpc-port", true, "gRPC port (default 0: a free one, printed)"},
+                      {"router", true, "the router's gRPC address HOST:PORT (KV directory)"},
+                      {"decoder-id", true,
+                       "this decoder's number, unique in the cluster (default 0)"}}});
+  bool help = false;
+  KVASIR_ASSIGN_OR_FAIL(a, ParseOrHelp(argc, argv, "decoder", specs, &help));
+  if (help) return 0;
+  KVASIR_ASSIGN_OR_FAIL(eo, EngineOptionsFromArgs(a));
+  KVASIR_ASSIGN_OR_FAIL(ec, EngineConfigFromArgs(a));
+  KVASIR_ASSIGN_OR_FAIL(grpc_port, PortFlag(a, "grpc-port", 0, 0));
+  KVASIR_ASSIGN_OR_FAIL(router, AddressList(a, "router"));
+  KVASIR_ASSIGN_OR_FAIL(id, a.Int("decoder-id", 0));
+  if (router.size() != 1) return Fail(absl::InvalidArgumentError("--router takes one address"));
+  if (id < 0 || id >= (int64_t{1} << 22)) {
+    return Fail(absl::InvalidArgumentError("--decoder-id must be in [0, 4194304)"));
+  }
+  eo.local_kv = false;
+  eo.need_tokenizer = false;
+  KVASIR_ASSIGN_OR_FAIL(m, CreateLocalModel(eo));
+  const ModelConfig& c = m->weights->config;
+  transport::GrpcSegmentDirectory directory(router[0]);
+  transport::GrpcAttentionLinks links(ShapeOf(c));
+  DistributedAttention attention(ShapeOf(c), &directory, links.Resolver(), id);
+  ModelRunner runner(m->weights.get(), m->backend.get(), &attention);
+  Engine engine(&runner, ec);
+  transport::DecoderGrpcService service(&engine);
+  SignalWaiter signals;
+  engine.Start();
+  transport::GrpcServer server;
+  const std::string host = a.Str("host", "127.0.0.1");
+  auto bound = server.Start(host, grpc_port, {service.service()});
+  if (!bound.ok()) return Fail(bound.status());
+  std::fprintf(stderr, "kvasir: decoder %lld serving %s on %s:%d (router %s)\n",
+               static_cast<long long>(id), c.name.c_str(), host.c_str(), *bound,
+               router[0].c_str());
+  std::printf("%d\n", *bound);
+  std::fflush(stdout);
+  signals.Wait();
+  engine.Stop();
+  server.Stop();
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+int AttentionMain(int argc, char** argv) {
+  auto specs = With({{"host", true, "listen address (default 127.0.0.1)"},
+                     {"grpc-port", true, "gRPC port (default 0: a free one, printed)"},
+                     {"kv-blocks", true,
+                      "KV blocks of 16 tokens in this worker's pool (default: 64 full contexts, "
+                      "at most 4 GiB)"}});
+  bool help = false;
+  KVASIR_ASSIGN_OR_FAIL(a, ParseOrHelp(argc, argv, "attention", specs, &help));
+  if (help) return 0;
+  KVASIR_ASSIGN_OR_FAIL(eo, EngineOptionsFromArgs(a));
+  KVASIR_ASSIGN_OR_FAIL(grpc_port, PortFlag(a, "grpc-port", 0, 0));
+  KVASIR_ASSIGN_OR_FAIL(blocks, a.Int("kv-blocks", 0));
+  if (blocks < 0) return Fail(absl::InvalidArgumentError("--kv-blocks must be >= 0"));
+  eo.kv_blocks = blocks;
+  eo.kv_contexts = 64;
+  eo.kv_max_bytes = int64_t{4} << 30;
+  eo.config_only = true;
+  eo.need_tokenizer = false;
+  KVASIR_ASSIGN_OR_FAIL(m, CreateLocalModel(eo));
+  const ModelConfig& c = m->weights->config;
+  KVASIR_ASSIGN_OR_FAIL(total, KvPoolBlocks(c, eo));
+  AttentionShard shard(ShapeOf(c), eo.block_size, total, m->backend.get());
+  transport::AttentionGrpcServices services(&shard);
+  SignalWaiter signals;
+  transport::GrpcServer server;
+  const std::string host = a.Str("host", "127.0.0.1");
+  auto bound = server.Start(host, grpc_port, services.services());
+  if (!bound.ok()) return Fail(bound.status());
+  std::fprintf(stderr, "kvasir: attention worker for %s on %s:%d, %lld KV blocks of %d tokens\n",
+               c.name.c_str(), host.c_str(), *bound, static_cast<long long>(total),
+               eo.block_size);
+  std::printf("%d\n", *bound);
+  std::fflush(stdout);
+  signals.Wait();
+  server.Stop();
+  return 0;
+}
+
+}  // namespace kvasir
