@@ -4,7 +4,7 @@
 //
 //   paged_decode_bench [--check] [--dtypes bf16,fp32] [--batches 1,16,64,256]
 //                      [--lens 2048,8192,32768,131072] [--max-gib 100] [--reps 20]
-//                      [--min-ms 5] [--csv FILE]
+//                      [--min-ms 5] [--splits N] [--csv FILE]
 //
 // It first measures the device-to-device copy bandwidth (cudaMemcpy of a 4 GiB buffer, counted as
 // bytes read + written = 2 × 4 GiB per copy, the convention of DESIGN.md's ~4.2 TB/s), then for
@@ -17,6 +17,7 @@
 // --check compares small configurations in full, and a sample of the sequences of every timed
 // configuration, with PagedPartialAttentionRef (CPU) under METHOD.md's bound (bf16 KV 1e-2, fp32
 // KV 1e-3 for ‖o − ref‖ / ‖ref‖; lse 1e-3 relative) and exits 1 on a mismatch (2 on CUDA errors).
+// --splits N replaces PlanPagedDecode's split count (an experiment knob; 0 = planned).
 // Pool values are a hash of (seed, element index) with a fresh seed per run, so the CPU side
 // regenerates any page without copying the pool back.
 #include <cuda_bf16.h>
@@ -49,14 +50,14 @@ constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 constexpr double kRotateBytes = 512.0 * 1024 * 1024;  // > 8× the H200's 60 MB L2
 constexpr int kMaxRotate = 64;
 
-#define BENCH_CUDA(expr)                                                                  \
-  do {                                                                                    \
-    const cudaError_t bench_err = (expr);                                                 \
-    if (bench_err != cudaSuccess) {                                                       \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr,                  \
-                   cudaGetErrorString(bench_err));                                        \
-      std::exit(2);                                                                       \
-    }                                                                                     \
+#define BENCH_CUDA(expr)                                                 \
+  do {                                                                   \
+    const cudaError_t bench_err = (expr);                                \
+    if (bench_err != cudaSuccess) {                                      \
+      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, \
+                   cudaGetErrorString(bench_err));                       \
+      std::exit(2);                                                      \
+    }                                                                    \
   } while (0)
 
 // Element idx of a pool under `seed`: an integer in [-128, 127] over 64, exact in bf16 and fp32,
@@ -120,6 +121,7 @@ struct Options {
   std::vector<int32_t> lens = {2048, 8192, 32768, 131072};
   double max_gib = 100.0;
   int reps = 20;
+  int32_t splits = 0;  // 0: PlanPagedDecode decides
   double min_ms = 5.0;
   std::string csv;
 };
@@ -169,6 +171,8 @@ bool ParseOptions(int argc, char** argv, Options* o) {
       o->reps = std::max(3, std::atoi(argv[++i]));
     } else if (a == "--min-ms" && has_value) {
       o->min_ms = std::max(0.1, std::atof(argv[++i]));
+    } else if (a == "--splits" && has_value) {
+      o->splits = std::clamp(std::atoi(argv[++i]), 0, 65535);
     } else if (a == "--csv" && has_value) {
       o->csv = argv[++i];
     } else {
@@ -218,7 +222,8 @@ struct CheckResult {
 template <typename KvT>
 class Problem {
  public:
-  Problem(int32_t batch, int32_t len, int32_t rotate, int32_t num_sms, std::mt19937_64& rng)
+  Problem(int32_t batch, int32_t len, int32_t rotate, int32_t num_sms, int32_t force_splits,
+          std::mt19937_64& rng)
       : len_(len) {
     items_ = batch * kKvHeads;
     blocks_per_item_ = (len + kBlockSize - 1) / kBlockSize;
@@ -252,6 +257,15 @@ class Problem {
     d_lse_ = DeviceAlloc<float>(int64_t{items_} * kGroup);
 
     plan_ = PlanPagedDecode(items_, kGroup, kHeadDim, len, num_sms);
+    if (force_splits > 0) {
+      plan_ = PagedDecodePlan{};
+      if (force_splits > 1) {
+        plan_.kv_chunk_size = (len + force_splits - 1) / force_splits;
+        plan_.num_splits = (len + plan_.kv_chunk_size - 1) / plan_.kv_chunk_size;
+        plan_.workspace_o_elems = int64_t{items_} * plan_.num_splits * kGroup * kHeadDim;
+        plan_.workspace_lse_elems = int64_t{items_} * plan_.num_splits * kGroup;
+      }
+    }
     if (plan_.num_splits > 1) {
       d_ws_o_ = DeviceAlloc<float>(plan_.workspace_o_elems);
       d_ws_lse_ = DeviceAlloc<float>(plan_.workspace_lse_elems);
@@ -261,11 +275,11 @@ class Problem {
   Problem(const Problem&) = delete;
   Problem& operator=(const Problem&) = delete;
   ~Problem() {
-    for (void* p : {static_cast<void*>(k_pool_), static_cast<void*>(v_pool_),
-                    static_cast<void*>(d_ids_), static_cast<void*>(d_offsets_),
-                    static_cast<void*>(d_begin_), static_cast<void*>(d_end_),
-                    static_cast<void*>(d_q_), static_cast<void*>(d_o_), static_cast<void*>(d_lse_),
-                    static_cast<void*>(d_ws_o_), static_cast<void*>(d_ws_lse_)}) {
+    for (void* p :
+         {static_cast<void*>(k_pool_), static_cast<void*>(v_pool_), static_cast<void*>(d_ids_),
+          static_cast<void*>(d_offsets_), static_cast<void*>(d_begin_), static_cast<void*>(d_end_),
+          static_cast<void*>(d_q_), static_cast<void*>(d_o_), static_cast<void*>(d_lse_),
+          static_cast<void*>(d_ws_o_), static_cast<void*>(d_ws_lse_)}) {
       if (p) cudaFree(p);
     }
   }
@@ -434,7 +448,7 @@ Row RunConfig(const Options& opt, const std::string& dtype, int32_t batch, int32
   }
   row.rotate = static_cast<int32_t>(
       std::clamp(std::ceil(kRotateBytes / kv_bytes), 1.0, static_cast<double>(kMaxRotate)));
-  Problem<KvT> prob(batch, len, row.rotate, num_sms, rng);
+  Problem<KvT> prob(batch, len, row.rotate, num_sms, opt.splits, rng);
   row.splits = prob.plan().num_splits;
   if (opt.check) {
     row.check = prob.Check(SampleSequences(batch), sizeof(KvT) == 2 ? 1e-2 : 1e-3);
@@ -479,8 +493,9 @@ Row RunConfig(const Options& opt, const std::string& dtype, int32_t batch, int32
   BENCH_CUDA(cudaGraphDestroy(graph));
   BENCH_CUDA(cudaStreamDestroy(stream));
   row.us = Median(us);
-  row.spread_pct = 100.0 * (*std::max_element(us.begin(), us.end()) -
-                            *std::min_element(us.begin(), us.end())) / row.us;
+  row.spread_pct =
+      100.0 * (*std::max_element(us.begin(), us.end()) - *std::min_element(us.begin(), us.end())) /
+      row.us;
   row.gbps = row.bytes / (row.us * 1e-6) / 1e9;
   row.pct_copy = 100.0 * row.gbps / copy_gbps;
   return row;
@@ -501,7 +516,7 @@ bool RunSmallChecks(const char* dtype, int32_t num_sms, std::mt19937_64& rng) {
       {1, 1}, {1, 17}, {3, 255}, {2, 513}, {4, 1000}, {7, 4097}, {1, 20000}, {80, 300}};
   bool all_ok = true;
   for (const auto& [batch, len] : configs) {
-    Problem<KvT> prob(batch, len, 1, num_sms, rng);
+    Problem<KvT> prob(batch, len, 1, num_sms, 0, rng);
     std::vector<int32_t> seqs(batch);
     std::iota(seqs.begin(), seqs.end(), 0);
     const CheckResult c = prob.Check(seqs, sizeof(KvT) == 2 ? 1e-2 : 1e-3);
@@ -518,7 +533,7 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr,
                  "usage: %s [--check] [--dtypes bf16,fp32] [--batches 1,16,64,256] "
                  "[--lens 2048,8192,32768,131072] [--max-gib 100] [--reps 20] [--min-ms 5] "
-                 "[--csv FILE]\n",
+                 "[--splits N] [--csv FILE]\n",
                  argv[0]);
     return 2;
   }
@@ -572,7 +587,8 @@ int Main(int argc, char** argv) {
       "Bytes = K+V rows read + q + o + lse. %% copy = GB/s over %.0f GB/s (D2D copy, read + write "
       "counted).\n\n",
       opt.reps, copy_gbps);
-  std::printf("| KV | B | L | splits | us/call | bytes moved (MB) | GB/s | %% of copy BW | check |\n");
+  std::printf(
+      "| KV | B | L | splits | us/call | bytes moved (MB) | GB/s | %% of copy BW | check |\n");
   std::printf("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n");
   for (const Row& r : rows) {
     if (r.skipped) {
@@ -590,7 +606,8 @@ int Main(int argc, char** argv) {
       std::fprintf(stderr, "cannot write %s\n", opt.csv.c_str());
       return 2;
     }
-    std::fprintf(f, "impl,dtype,batch,len,us,bytes,gbps,pct_copy,copy_gbps,splits,spread_pct,check\n");
+    std::fprintf(f,
+                 "impl,dtype,batch,len,us,bytes,gbps,pct_copy,copy_gbps,splits,spread_pct,check\n");
     for (const Row& r : rows) {
       if (r.skipped) continue;
       std::fprintf(f, "kvasir,%s,%d,%d,%.3f,%.0f,%.1f,%.2f,%.1f,%d,%.2f,%s\n", r.dtype.c_str(),

@@ -1,5 +1,13 @@
 #include "api/http_server.h"
 
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstdlib>
+
 #include <httplib.h>
 
 #include <sys/socket.h>
@@ -13,6 +21,53 @@
 namespace kvasir::api {
 
 namespace {
+
+// Tells whether the client of a request handler went away, for handlers that write nothing
+// until the end (cpp-httplib 0.11 does not say): finds this connection's socket among the
+// process's descriptors by its ports (the peer's, and this server's port: cpp-httplib 0.11 leaves
+// Request::local_port unset) and peeks at it; a read of 0 bytes means the peer closed.
+class ClientSocket {
+ public:
+  ClientSocket(int remote_port, int local_port) : remote_(remote_port), local_(local_port) {}
+  bool Gone() {
+    if (fd_ < 0 && !Find()) return false;
+    char c;
+    const ssize_t n = recv(fd_, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+  }
+
+ private:
+  bool Find() {
+    if (remote_ <= 0 || local_ <= 0 || searched_) return false;
+    searched_ = true;
+    DIR* dir = opendir("/proc/self/fd");
+    if (!dir) return false;
+    while (dirent* e = readdir(dir)) {
+      const int fd = std::atoi(e->d_name);
+      if (fd <= 2) continue;
+      sockaddr_storage peer{}, self{};
+      socklen_t pl = sizeof(peer), sl = sizeof(self);
+      if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &pl) != 0 ||
+          getsockname(fd, reinterpret_cast<sockaddr*>(&self), &sl) != 0) {
+        continue;
+      }
+      if (Port(peer) == remote_ && Port(self) == local_) {
+        fd_ = fd;
+        break;
+      }
+    }
+    closedir(dir);
+    return fd_ >= 0;
+  }
+  static int Port(const sockaddr_storage& a) {
+    if (a.ss_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in&>(a).sin_port);
+    if (a.ss_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6&>(a).sin6_port);
+    return -1;
+  }
+  const int remote_, local_;
+  int fd_ = -1;
+  bool searched_ = false;
+};
 
 int64_t NowUnix() { return static_cast<int64_t>(std::time(nullptr)); }
 
@@ -106,8 +161,18 @@ void HttpServer::Routes() {
         std::string text = st->req.echo ? st->stream->prompt_text() : "";
         std::vector<TokenLogprobs> lps;
         StreamDelta d;
+        ClientSocket client(hreq.remote_port, bound_port_.load());
+        auto next_check = std::chrono::steady_clock::now();
         while (true) {
-          if (!st->stream->Next(&d, std::chrono::milliseconds(1000))) continue;
+          const bool got = st->stream->Next(&d, std::chrono::milliseconds(100));
+          if (std::chrono::steady_clock::now() >= next_check) {
+            next_check += std::chrono::milliseconds(100);
+            if (client.Gone()) {  // nobody will read the answer: stop and free the KV
+              st->stream->Cancel();
+              return;
+            }
+          }
+          if (!got) continue;
           if (d.error) return SendError(res, *d.error);
           text += d.text;
           lps.insert(lps.end(), d.logprobs.begin(), d.logprobs.end());
@@ -211,6 +276,7 @@ absl::StatusOr<int> HttpServer::Start() {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", config_.host, ":", config_.port));
   }
   if (listen_fd->load() >= 0) ::listen(listen_fd->load(), 4096);
+  bound_port_ = port;
   thread_ = std::thread([this] { server_->listen_after_bind(); });
   return port;
 }

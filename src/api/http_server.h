@@ -4,6 +4,7 @@
 // cancels its request (its KV blocks are freed).
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <thread>
@@ -40,6 +41,7 @@ class HttpServer {
   CompletionService* service_;
   HttpServerConfig config_;
   std::unique_ptr<httplib::Server> server_;
+  std::atomic<int> bound_port_{0};
   std::thread thread_;
 };
 

@@ -329,7 +329,8 @@ std::pair<int64_t, int32_t> GrpcSegmentDirectory::BlockShape() {
 
 void GrpcSegmentDirectory::Free(int64_t seq_key) {
   grpc::ClientContext ctx;
-  ctx.set_deadline(In(std::chrono::milliseconds(10000)));
+  // Short: a decoder shutting down after its router must not hang here.
+  ctx.set_deadline(In(std::chrono::milliseconds(2000)));
   v1::FreeRequest r;
   r.set_seq_key(seq_key);
   v1::FreeReply reply;

@@ -257,6 +257,42 @@ TEST(Cluster, SixtyFourConcurrentStreamsCancellationErrorsAndGrpc) {
             std::string::npos)
       << m->body;
 
+  // A client that goes away while waiting for a non-streaming answer (nothing is written to it
+  // until the end): the router notices the closed connection and cancels the request.
+  {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(c.http_port());
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    std::string body = R"({"prompt": "Once", "max_tokens": 500, "ignore_eos": true})";
+    std::string req = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                      "application/json\r\nContent-Length: " +
+                      std::to_string(body.size()) + "\r\n\r\n" + body;
+    ASSERT_EQ(write(fd, req.data(), req.size()), static_cast<ssize_t>(req.size()));
+    auto until = std::chrono::steady_clock::now() + 5s;
+    while (c.Segments(0) + c.Segments(1) == 0 && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(5ms);
+    }
+    EXPECT_GT(c.Segments(0) + c.Segments(1), 0);
+    close(fd);
+    until = std::chrono::steady_clock::now() + 20s;
+    auto m = testing::HttpClient(c.http_port()).Get("/metrics");
+    while (m && m->body.find("finished_reason=\"abort\"} 1") == std::string::npos &&
+           std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(20ms);
+      m = testing::HttpClient(c.http_port()).Get("/metrics");
+    }
+    ASSERT_TRUE(m);
+    EXPECT_NE(m->body.find("finished_reason=\"abort\"} 1"), std::string::npos) << m->body;
+    // The decoder frees its KV segments right after.
+    while (c.Segments(0) + c.Segments(1) != 0 && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(10ms);
+    }
+    EXPECT_EQ(c.Segments(0) + c.Segments(1), 0);
+  }
+
   // A client that goes away mid-stream: its request is cancelled on the decoder and its KV
   // segments are freed on the attention workers.
   {
