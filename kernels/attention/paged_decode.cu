@@ -245,6 +245,12 @@ cudaError_t InvokePagedDecode(const PagedDecodeParams<KvT>& p, cudaStream_t stre
   }
   cudaError_t err;
   switch (p.head_dim) {
+    case 8:  // tiny test models (stories260K)
+      err = DispatchGroup<KvT, 8>(p, stream);
+      break;
+    case 32:
+      err = DispatchGroup<KvT, 32>(p, stream);
+      break;
     case 64:
       err = DispatchGroup<KvT, 64>(p, stream);
       break;

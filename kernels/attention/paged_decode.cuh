@@ -16,7 +16,7 @@
 // the host from the longest range; planning and launching are separate so a fixed plan can be
 // captured in a CUDA graph.
 //
-// Supported: head_dim 64, 128, 256; any group >= 1 (groups over 8 re-read K/V once per 8
+// Supported: head_dim 8, 32, 64, 128, 256; any group >= 1 (groups over 8 re-read K/V once per 8
 // heads); KV in fp32 or bf16; q, o, lse and the workspace in fp32; fp32 accumulation.
 // k_pool, v_pool, q and the workspace must be 16-byte aligned, q_stride a multiple of 4.
 #pragma once

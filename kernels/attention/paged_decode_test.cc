@@ -1,6 +1,6 @@
 // Checks the CUDA paged decode and merge kernels against PagedPartialAttentionRef and
 // MergeAttentionRef on fresh random inputs: page sizes 1 and 16, GQA groups 1/4/6/8/16,
-// head_dim 64/128/256, odd, empty and 33k-token ranges, shuffled block ids, with and without
+// head_dim 8/32/64/128/256, odd, empty and 33k-token ranges, shuffled block ids, with and without
 // split-KV. Pool slots outside [begin, end) hold NaN, so reading them fails the check.
 #include "kernels/attention/paged_decode.cuh"
 
@@ -197,7 +197,7 @@ TEST(PagedDecode, MatchesReferenceGrid) {
   KVASIR_SKIP_WITHOUT_GPU();
   std::mt19937 rng(std::random_device{}());
   double worst_f32 = 0, worst_bf16 = 0, worst_lse = 0;
-  for (int32_t d : {64, 128}) {
+  for (int32_t d : {8, 32, 64, 128}) {
     for (int32_t g : {1, 4, 6, 8, 16}) {
       for (int32_t bs : {1, 16}) {
         for (Split split : {Split::kNone, Split::kPlanned, Split::kForced}) {

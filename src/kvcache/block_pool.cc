@@ -4,12 +4,14 @@
 
 namespace kvasir {
 
-BlockPool::BlockPool(int32_t num_blocks, int32_t block_size, int32_t head_dim)
+BlockPool::BlockPool(int32_t num_blocks, int32_t block_size, int32_t head_dim,
+                     bool host_storage)
     : num_blocks_(num_blocks),
       block_size_(block_size),
       head_dim_(head_dim),
-      k_(static_cast<size_t>(num_blocks) * block_size * head_dim),
-      v_(static_cast<size_t>(num_blocks) * block_size * head_dim),
+      host_storage_(host_storage),
+      k_(host_storage ? static_cast<size_t>(num_blocks) * block_size * head_dim : 0),
+      v_(host_storage ? static_cast<size_t>(num_blocks) * block_size * head_dim : 0),
       allocated_(num_blocks, 0) {
   KVASIR_CHECK(num_blocks >= 0 && block_size > 0 && head_dim > 0);
   free_.reserve(num_blocks);

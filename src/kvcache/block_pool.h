@@ -11,13 +11,16 @@ namespace kvasir {
 
 class BlockPool {
  public:
-  BlockPool(int32_t num_blocks, int32_t block_size, int32_t head_dim);
+  // host_storage = false keeps only the bookkeeping (which blocks are free): the K/V rows live
+  // elsewhere, e.g. in a device pool indexed by the same block ids; k_data()/v_data() are null.
+  BlockPool(int32_t num_blocks, int32_t block_size, int32_t head_dim, bool host_storage = true);
 
   int32_t num_blocks() const { return num_blocks_; }
   int32_t block_size() const { return block_size_; }
   int32_t head_dim() const { return head_dim_; }
   int32_t num_free() const { return static_cast<int32_t>(free_.size()); }
   int32_t num_used() const { return num_blocks_ - num_free(); }
+  bool has_host_storage() const { return host_storage_; }
 
   // Takes one free block; ResourceExhausted when none is left.
   absl::StatusOr<int32_t> Allocate();
@@ -36,7 +39,8 @@ class BlockPool {
 
  private:
   int32_t num_blocks_, block_size_, head_dim_;
-  std::vector<float> k_, v_;
+  bool host_storage_;
+  std::vector<float> k_, v_;  // empty without host storage
   std::vector<int32_t> free_;       // stack of free block ids
   std::vector<uint8_t> allocated_;  // [num_blocks] for double-free checks
 };

@@ -8,7 +8,7 @@
 namespace kvasir {
 
 KvCache::KvCache(const KvCacheConfig& c)
-    : config_(c), pool_(c.num_blocks, c.block_size, c.head_dim) {}
+    : config_(c), pool_(c.num_blocks, c.block_size, c.head_dim, c.host_storage) {}
 
 absl::Status KvCache::Create(int64_t seq_id) {
   if (seqs_.count(seq_id)) {
@@ -72,6 +72,7 @@ void KvCache::Append(int64_t seq_id, int32_t layer, int32_t kv_head, const float
                      const float* v, int32_t n, int64_t stride) {
   PageTable& t = Tables(seq_id)[layer * config_.num_kv_heads + kv_head];
   const int32_t bs = config_.block_size, d = config_.head_dim;
+  KVASIR_CHECK(pool_.has_host_storage());
   KVASIR_CHECK(static_cast<int64_t>(t.length) + n <= static_cast<int64_t>(t.blocks.size()) * bs);
   for (int32_t i = 0; i < n; ++i) {
     int32_t pos = t.length + i;
@@ -80,6 +81,14 @@ void KvCache::Append(int64_t seq_id, int32_t layer, int32_t kv_head, const float
     std::memcpy(pool_.VRow(block, pos % bs), v + i * stride, d * sizeof(float));
   }
   t.length += n;
+}
+
+void KvCache::Advance(int64_t seq_id, int32_t n) {
+  const int64_t bs = config_.block_size;
+  for (PageTable& t : Tables(seq_id)) {
+    KVASIR_CHECK(static_cast<int64_t>(t.length) + n <= static_cast<int64_t>(t.blocks.size()) * bs);
+    t.length += n;
+  }
 }
 
 const PageTable& KvCache::table(int64_t seq_id, int32_t layer, int32_t kv_head) const {
@@ -96,6 +105,9 @@ int32_t KvCache::Length(int64_t seq_id) const {
 absl::Status KvCache::Retain(int64_t seq_id, int32_t layer, int32_t kv_head,
                              const std::vector<int32_t>& keep) {
   if (!seqs_.count(seq_id)) return absl::NotFoundError(absl::StrCat("unknown sequence ", seq_id));
+  if (!pool_.has_host_storage()) {
+    return absl::FailedPreconditionError("Retain: the KV rows are not stored in this cache");
+  }
   PageTable& t = Tables(seq_id)[layer * config_.num_kv_heads + kv_head];
   const int32_t bs = config_.block_size, d = config_.head_dim;
   for (size_t i = 0; i < keep.size(); ++i) {

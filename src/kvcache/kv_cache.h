@@ -26,6 +26,9 @@ struct KvCacheConfig {
   int32_t head_dim = 0;
   int32_t block_size = 16;
   int32_t num_blocks = 0;
+  // false: bookkeeping only (page tables, free list); the rows live in a pool elsewhere (the
+  // CUDA runner's device pool) and are recorded with Advance() instead of Append().
+  bool host_storage = true;
 };
 
 class KvCache {
@@ -53,12 +56,16 @@ class KvCache {
   void Append(int64_t seq_id, int32_t layer, int32_t kv_head, const float* k, const float* v,
               int32_t n, int64_t stride);
 
+  // Records n rows written to the reserved slots of every table of seq by someone else (a
+  // device pool); requires a prior Reserve covering them.
+  void Advance(int64_t seq_id, int32_t n);
+
   const PageTable& table(int64_t seq_id, int32_t layer, int32_t kv_head) const;
   // Tokens in the shortest table (all are equal unless heads were compacted).
   int32_t Length(int64_t seq_id) const;
 
   // Keeps only the listed token indices (ascending) of one table, compacting in place and
-  // returning blocks no longer needed to the pool (head-aware eviction).
+  // returning blocks no longer needed to the pool (head-aware eviction). Needs host storage.
   absl::Status Retain(int64_t seq_id, int32_t layer, int32_t kv_head,
                       const std::vector<int32_t>& keep);
 

@@ -41,6 +41,22 @@ TEST(KvCache, ReserveIsAllOrNothingAndFreeReturnsBlocks) {
   EXPECT_EQ(cache.pool().num_free(), 12);
 }
 
+TEST(KvCache, BookkeepingOnlyCacheAdvancesWithoutHostRows) {
+  KvCacheConfig c = SmallConfig(12);
+  c.host_storage = false;
+  KvCache cache(c);
+  EXPECT_FALSE(cache.pool().has_host_storage());
+  EXPECT_EQ(cache.pool().k_data(), nullptr);
+  ASSERT_TRUE(cache.Create(1).ok());
+  ASSERT_TRUE(cache.Reserve(1, 5).ok());
+  cache.Advance(1, 5);
+  EXPECT_EQ(cache.Length(1), 5);
+  EXPECT_EQ(cache.table(1, 1, 2).blocks.size(), 2u);
+  EXPECT_EQ(cache.Retain(1, 0, 0, {0}).code(), absl::StatusCode::kFailedPrecondition);
+  cache.Free(1);
+  EXPECT_EQ(cache.pool().num_free(), 12);
+}
+
 TEST(KvCache, AppendCrossesBlocksAndReadsBack) {
   KvCache cache(SmallConfig(64));
   ASSERT_TRUE(cache.Create(1).ok());

@@ -260,17 +260,9 @@ TEST(Cluster, SixtyFourConcurrentStreamsCancellationErrorsAndGrpc) {
   // A client that goes away while waiting for a non-streaming answer (nothing is written to it
   // until the end): the router notices the closed connection and cancels the request.
   {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(c.http_port());
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-    std::string body = R"({"prompt": "Once", "max_tokens": 500, "ignore_eos": true})";
-    std::string req = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
-                      "application/json\r\nContent-Length: " +
-                      std::to_string(body.size()) + "\r\n\r\n" + body;
-    ASSERT_EQ(write(fd, req.data(), req.size()), static_cast<ssize_t>(req.size()));
+    const int fd = testing::RawPost(c.http_port(), "/v1/completions",
+                                    R"({"prompt": "Once", "max_tokens": 500, "ignore_eos": true})");
+    ASSERT_GE(fd, 0);
     auto until = std::chrono::steady_clock::now() + 5s;
     while (c.Segments(0) + c.Segments(1) == 0 && std::chrono::steady_clock::now() < until) {
       std::this_thread::sleep_for(5ms);
@@ -296,17 +288,9 @@ TEST(Cluster, SixtyFourConcurrentStreamsCancellationErrorsAndGrpc) {
   // A client that goes away mid-stream: its request is cancelled on the decoder and its KV
   // segments are freed on the attention workers.
   {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(c.http_port());
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-    std::string body = R"({"prompt": "Once", "max_tokens": 500, "ignore_eos": true, "stream": true})";
-    std::string req = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
-                      "application/json\r\nContent-Length: " +
-                      std::to_string(body.size()) + "\r\n\r\n" + body;
-    ASSERT_EQ(write(fd, req.data(), req.size()), static_cast<ssize_t>(req.size()));
+    const int fd = testing::RawPost(c.http_port(), "/v1/completions",
+                                    R"({"prompt": "Once", "max_tokens": 500, "ignore_eos": true, "stream": true})");
+    ASSERT_GE(fd, 0);
     std::string got;
     char buf[4096];
     while (std::count(got.begin(), got.end(), '\n') < 12) {

@@ -1,7 +1,11 @@
 // HTTP helpers shared by the integration tests that talk to a real Kvasir front end.
 #pragma once
 
+#include <arpa/inet.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <string>
@@ -56,6 +60,28 @@ inline std::vector<nlohmann::json> StreamSse(int port, const std::string& path,
     events.push_back(nlohmann::json::parse(data));
   }
   return events;
+}
+
+// Opens a raw TCP connection to 127.0.0.1:port and writes a POST of `body` to `path`, so the
+// test controls exactly when the connection goes away. Returns the socket (-1 on failure).
+inline int RawPost(int port, const std::string& path, const std::string& body) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return -1;
+  }
+  const std::string req = "POST " + path + " HTTP/1.1\r\nHost: x\r\nContent-Type: " +
+                          "application/json\r\nContent-Length: " + std::to_string(body.size()) +
+                          "\r\n\r\n" + body;
+  if (write(fd, req.data(), req.size()) != static_cast<ssize_t>(req.size())) {
+    close(fd);
+    return -1;
+  }
+  return fd;
 }
 
 // kvasir:kv_cache_blocks_used from /metrics (-1 when unreadable).

@@ -137,16 +137,9 @@ TEST(Serve, ClientThatDisconnectsCancelsAndFreesKv) {
   std::atomic<bool> saw_blocks{false};
   std::thread client([&] {
     // A raw socket, so the test controls exactly when the connection goes away.
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(s.port());
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-    std::string body = R"({"prompt": "Once", "max_tokens": 500, "ignore_eos": true, "stream": true})";
-    std::string req = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                      "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
-    ASSERT_EQ(write(fd, req.data(), req.size()), static_cast<ssize_t>(req.size()));
+    const int fd = testing::RawPost(s.port(), "/v1/completions",
+                                    R"({"prompt": "Once", "max_tokens": 500, "ignore_eos": true, "stream": true})");
+    ASSERT_GE(fd, 0);
     std::string got;
     char buf[4096];
     while (got.find("data: ") == std::string::npos || std::count(got.begin(), got.end(), '\n') < 12) {

@@ -1,0 +1,267 @@
+// CudaModelRunner against the CPU fp32 ModelRunner on stories260K: teacher forcing over 4
+// sequences of 500 tokens (2,000 positions) fed as mixed prefill chunks and decode steps in
+// batches of all four, top-1 agreement >= 99%; and bad inputs rejected before any state
+// changes. Skips without a CUDA device (the validation test does not need one).
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kvcache/kv_cache.h"
+#include "model/model_runner.h"
+#include "model/testing_util.h"
+#include "runtime/cpu/cpu_backend.h"
+#include "runtime/cuda/cuda_model_runner.h"
+
+namespace kvasir {
+namespace {
+
+bool HaveGpu() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  return n > 0;
+}
+
+constexpr int kSeqs = 4;
+constexpr int kSeqLen = 500;
+
+// TinyStories-style text, long enough for four overlapping 500-token windows.
+const char* const kText =
+    "Once upon a time, there was a little girl named Lily. She loved to play outside in the "
+    "sunshine. One day, she saw a big red ball in the park. She ran to the ball and kicked it "
+    "very hard. The ball flew over the fence and into the garden of an old man. Lily was sad "
+    "because she could not get her ball back. Then the old man came out and smiled at her. He "
+    "gave the ball back to Lily and said, \"Be careful next time.\" Lily said thank you and "
+    "they became good friends. Every day after that, Lily went to visit the old man and they "
+    "played together in his garden. They planted flowers and watched the birds sing in the "
+    "trees. One morning, a little dog came to the garden. The dog was hungry and cold. Lily "
+    "gave the dog some bread and a warm blanket. The dog wagged its tail and licked her hand. "
+    "The old man said the dog could stay with them. Lily named the dog Spot because it had a "
+    "big brown spot on its back. Spot liked to run and jump and chase the ball. One day, it "
+    "started to rain. Lily, Spot and the old man went inside the house. They drank hot milk "
+    "and ate cookies. The old man told Lily a story about a brave knight and a kind dragon. "
+    "Lily listened and laughed. When the rain stopped, they saw a big rainbow in the sky. Lily "
+    "was very happy. She hugged the old man and Spot and said it was the best day ever. "
+    "Once there was a boy named Tim. Tim had a toy car that he loved very much. He played with "
+    "it every day. One day, his friend Sam wanted to play with the car too. Tim did not want "
+    "to share. Sam was sad and went home. Tim played alone, but it was not fun. He felt bad. "
+    "The next day, Tim went to Sam's house with his car. He said sorry and they played "
+    "together. They made a road out of blocks and the car went fast down the hill. They "
+    "laughed and laughed. Tim learned that sharing makes playing more fun. Later, his mom "
+    "made a big cake for the two friends. It was a chocolate cake with a cherry on top. They "
+    "ate the cake and then went to the pond to see the ducks. The ducks were swimming and "
+    "quacking. Tim threw some bread into the water and the ducks came close. Sam laughed when "
+    "a duck took the bread right from his hand. At night, Tim went to bed and dreamed about "
+    "cars, cakes and ducks. He smiled in his sleep because he had a good friend.";
+
+std::vector<std::vector<int32_t>> TestSequences(const Tokenizer& tok) {
+  auto ids = tok.Encode(kText, /*add_bos=*/false);
+  EXPECT_TRUE(ids.ok()) << ids.status();
+  std::vector<int32_t> stream = ids.ok() ? *ids : std::vector<int32_t>{};
+  while (!stream.empty() && static_cast<int>(stream.size()) < kSeqLen + 3 * 50) {
+    stream.insert(stream.end(), stream.begin(), stream.end());
+  }
+  std::vector<std::vector<int32_t>> seqs;
+  if (stream.empty()) return seqs;
+  const int64_t step = (static_cast<int64_t>(stream.size()) - kSeqLen) / (kSeqs - 1);
+  for (int s = 0; s < kSeqs; ++s) {
+    std::vector<int32_t> t(stream.begin() + s * step, stream.begin() + s * step + kSeqLen);
+    t[0] = tok.bos_id() >= 0 ? tok.bos_id() : t[0];
+    seqs.push_back(std::move(t));
+  }
+  return seqs;
+}
+
+// Chunk sizes cycled per sequence (offset by the sequence index): prefill chunks of several
+// sizes between runs of single-token decode steps.
+const int kChunks[] = {61, 1, 1, 1, 120, 17, 1, 1, 33, 200, 1, 64};
+
+KvCacheConfig CpuCacheConfig(const ModelConfig& c) {
+  KvCacheConfig k;
+  k.num_layers = c.num_layers;
+  k.num_kv_heads = c.num_kv_heads;
+  k.head_dim = c.head_dim;
+  k.block_size = 16;
+  k.num_blocks = 4096;
+  return k;
+}
+
+TEST(CudaModelRunner, MatchesCpuUnderTeacherForcing) {
+  if (!HaveGpu()) GTEST_SKIP() << "no CUDA device";
+  testing::TestModel m = testing::LoadStories260K();
+  ASSERT_NE(m.weights, nullptr);
+  ASSERT_NE(m.tokenizer, nullptr);
+  const ModelConfig& c = m.weights->config;
+  const std::vector<std::vector<int32_t>> seqs = TestSequences(*m.tokenizer);
+  ASSERT_EQ(static_cast<int>(seqs.size()), kSeqs);
+
+  CpuBackend backend(2);
+  KvCache cpu_cache(CpuCacheConfig(c));
+  ModelRunner cpu(m.weights.get(), &backend, &cpu_cache);
+  CudaModelRunnerOptions opt;
+  opt.block_size = 16;
+  opt.num_blocks = 4096;
+  auto gpu_or = CudaModelRunner::Create(m.weights.get(), opt);
+  ASSERT_TRUE(gpu_or.ok()) << gpu_or.status();
+  CudaModelRunner& gpu = **gpu_or;
+  // Same weights with every attention range cut into 48-token splits and merged.
+  opt.attention_split = 48;
+  auto split_or = CudaModelRunner::Create(m.weights.get(), opt);
+  ASSERT_TRUE(split_or.ok()) << split_or.status();
+  CudaModelRunner& gpu_split = **split_or;
+  for (int s = 0; s < kSeqs; ++s) {
+    ASSERT_TRUE(cpu_cache.Create(100 + s).ok());
+    ASSERT_TRUE(gpu.cache().Create(100 + s).ok());
+    ASSERT_TRUE(gpu_split.cache().Create(100 + s).ok());
+  }
+
+  std::vector<int> done(kSeqs, 0), chunk_index(kSeqs, 0);
+  int64_t positions = 0, agree = 0, steps = 0, decode_rows = 0;
+  int64_t split_agree = 0;
+  double max_abs_diff = 0.0, split_max_abs_diff = 0.0, split_vs_unsplit = 0.0;
+  while (true) {
+    std::vector<SequenceInput> batch;
+    for (int s = 0; s < kSeqs; ++s) {
+      if (done[s] >= kSeqLen) continue;
+      const int want = kChunks[(chunk_index[s]++ + s) % std::size(kChunks)];
+      const int n = std::min(want, kSeqLen - done[s]);
+      SequenceInput in;
+      in.seq_id = 100 + s;
+      in.tokens.assign(seqs[s].begin() + done[s], seqs[s].begin() + done[s] + n);
+      in.start_pos = done[s];
+      in.want_logits = true;
+      in.all_logits = true;
+      if (n == 1) ++decode_rows;
+      done[s] += n;
+      batch.push_back(std::move(in));
+    }
+    if (batch.empty()) break;
+    ++steps;
+    auto ref = cpu.Forward(batch);
+    ASSERT_TRUE(ref.ok()) << ref.status();
+    auto got = gpu.Forward(batch);
+    ASSERT_TRUE(got.ok()) << got.status();
+    ASSERT_EQ(got->logits.size(), ref->logits.size());
+    ASSERT_EQ(got->first_row, ref->first_row);
+    auto split = gpu_split.Forward(batch);
+    ASSERT_TRUE(split.ok()) << split.status();
+    ASSERT_EQ(split->logits.size(), got->logits.size());
+    for (size_t i = 0; i < got->logits.size(); ++i) {
+      split_vs_unsplit = std::max(
+          split_vs_unsplit, static_cast<double>(std::fabs(split->logits[i] - got->logits[i])));
+      split_max_abs_diff = std::max(
+          split_max_abs_diff, static_cast<double>(std::fabs(split->logits[i] - ref->logits[i])));
+    }
+    const int64_t rows = static_cast<int64_t>(ref->logits.size()) / c.vocab_size;
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* a = ref->row(static_cast<int32_t>(r));
+      const float* b = got->row(static_cast<int32_t>(r));
+      const int64_t ia = std::max_element(a, a + c.vocab_size) - a;
+      const int64_t ib = std::max_element(b, b + c.vocab_size) - b;
+      const float* sp = split->row(static_cast<int32_t>(r));
+      agree += ia == ib;
+      split_agree += ia == std::max_element(sp, sp + c.vocab_size) - sp;
+      ++positions;
+      for (int v = 0; v < c.vocab_size; ++v) {
+        ASSERT_TRUE(std::isfinite(b[v])) << "row " << r << " logit " << v;
+        max_abs_diff = std::max(max_abs_diff, static_cast<double>(std::fabs(a[v] - b[v])));
+      }
+    }
+  }
+  const double pct = 100.0 * static_cast<double>(agree) / static_cast<double>(positions);
+  std::printf(
+      "stories260K CUDA (bf16 weights, bf16 KV) vs CPU fp32: %lld positions in %lld "
+      "steps (%lld decode rows), top-1 agreement %.2f%% (%lld/%lld), logits max abs "
+      "diff %.4g\n",
+      static_cast<long long>(positions), static_cast<long long>(steps),
+      static_cast<long long>(decode_rows), pct, static_cast<long long>(agree),
+      static_cast<long long>(positions), max_abs_diff);
+  const double split_pct =
+      100.0 * static_cast<double>(split_agree) / static_cast<double>(positions);
+  std::printf(
+      "split-KV CUDA (48-token splits + merge) vs CPU fp32: top-1 agreement %.2f%%, "
+      "logits max abs diff %.4g; vs unsplit CUDA: max abs diff %.4g\n",
+      split_pct, split_max_abs_diff, split_vs_unsplit);
+  RecordProperty("top1_agreement_pct", std::to_string(pct));
+  RecordProperty("logits_max_abs_diff", std::to_string(max_abs_diff));
+  EXPECT_EQ(positions, int64_t{kSeqs} * kSeqLen);
+  EXPECT_GE(pct, 99.0);
+  // The kernel test checks split + merge to 1e-6; through the bf16 casts of this model a
+  // reordered fp32 sum can still move logits by a few tenths, so the split runner is held to
+  // the same bar against the CPU instead of a tight bound against the unsplit one.
+  EXPECT_GE(split_pct, 99.0);
+  for (int s = 0; s < kSeqs; ++s) EXPECT_EQ(gpu.cache().Length(100 + s), kSeqLen);
+}
+
+std::vector<SequenceInput> BadBatches(int32_t vocab) {
+  std::vector<SequenceInput> bad;
+  bad.push_back({1, {5, vocab}, 0, true, false});  // token id out of the vocabulary
+  bad.push_back({1, {5, -1}, 0, true, false});     // negative token id
+  bad.push_back({42, {5}, 0, true, false});        // unknown sequence
+  bad.push_back({1, {}, 0, true, false});          // no tokens
+  bad.push_back({1, {5}, 3, true, false});         // start_pos past the cached length
+  return bad;
+}
+
+// No device needed: the checks Forward() makes first, on a bookkeeping-only cache.
+TEST(CudaModelRunner, ValidateBatchRejectsBadInput) {
+  auto cfg = BuiltinConfig("stories260K");
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  KvCacheConfig kc = CpuCacheConfig(*cfg);
+  kc.host_storage = false;
+  kc.num_blocks = 64;
+  KvCache cache(kc);
+  ASSERT_TRUE(cache.Create(1).ok());
+  for (const SequenceInput& in : BadBatches(cfg->vocab_size)) {
+    EXPECT_EQ(CudaModelRunner::ValidateBatch(*cfg, cache, {in}).code(),
+              absl::StatusCode::kInvalidArgument);
+  }
+  // A good sequence next to a bad one: the whole batch is rejected.
+  SequenceInput good{1, {5, 6}, 0, true, false};
+  EXPECT_TRUE(CudaModelRunner::ValidateBatch(*cfg, cache, {good}).ok());
+  EXPECT_EQ(CudaModelRunner::ValidateBatch(*cfg, cache, {good, good}).code(),
+            absl::StatusCode::kInvalidArgument);
+  // 5 layers × 4 kv heads need 20 blocks for any first token; 64 blocks hold 3 sequences.
+  SequenceInput huge{1, std::vector<int32_t>(16 * 4, 5), 0, true, false};
+  EXPECT_EQ(CudaModelRunner::ValidateBatch(*cfg, cache, {huge}).code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(cache.pool().num_free(), 64);
+  EXPECT_EQ(cache.Length(1), 0);
+}
+
+// On the device: bad input leaves the cache as it was, and the runner still works afterwards.
+TEST(CudaModelRunner, BadInputLeavesStateUntouched) {
+  if (!HaveGpu()) GTEST_SKIP() << "no CUDA device";
+  testing::TestModel m = testing::LoadStories260K();
+  ASSERT_NE(m.weights, nullptr);
+  CudaModelRunnerOptions opt;
+  opt.num_blocks = 256;
+  auto gpu_or = CudaModelRunner::Create(m.weights.get(), opt);
+  ASSERT_TRUE(gpu_or.ok()) << gpu_or.status();
+  CudaModelRunner& gpu = **gpu_or;
+  ASSERT_TRUE(gpu.cache().Create(1).ok());
+  ASSERT_TRUE(gpu.cache().Create(2).ok());
+  ASSERT_TRUE(gpu.Forward({{1, {1, 5, 6}, 0, true, false}}).ok());
+  const int32_t free_before = gpu.cache().pool().num_free();
+  for (SequenceInput bad : BadBatches(m.weights->config.vocab_size)) {
+    if (bad.seq_id == 1) bad.seq_id = 2;  // fresh sequence 2; 1 goes along as a good entry
+    auto r = gpu.Forward({{1, {7}, 3, true, false}, bad});
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+    EXPECT_EQ(gpu.cache().pool().num_free(), free_before);
+    EXPECT_EQ(gpu.cache().Length(1), 3);
+    EXPECT_EQ(gpu.cache().Length(2), 0);
+  }
+  auto ok = gpu.Forward({{1, {7}, 3, true, false}});
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(gpu.cache().Length(1), 4);
+}
+
+}  // namespace
+}  // namespace kvasir
