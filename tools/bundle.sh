@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds Kvasir for the H200 device machine (sm_90 + PTX) and copies the binaries with every
 # non-glibc shared library they need into bundle/ (git-ignored), ready to `carry`.
-# On the device: export LD_LIBRARY_PATH=$PWD/bundle/lib; bundle/bin/kvasir ...
+# On the device: export LD_LIBRARY_PATH=$PWD/bundle/lib:<dir of the device's libcublasLt.so.13>
+# (tools/device/*.sh find it); bundle/bin/kvasir ...
 # Also copies the default model (stories260K) into bundle/models, since ../shared does not travel.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,7 @@ done | sort -u | while read -r lib; do
   case "$(basename "$lib")" in
     libc.so*|libm.so*|libpthread.so*|libdl.so*|librt.so*|ld-linux*|libresolv.so*|libcuda.so*) ;;
     libstdc++.so*|libgcc_s.so*) ;;  # the device (Ubuntu 24.04) has newer ones
+    libcublas*.so*) ;;  # ~0.6 GB, over the carry limit: use the device's CUDA 13 copy (see below)
     *) cp -L "$lib" bundle/lib/ ;;
   esac
 done

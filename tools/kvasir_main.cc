@@ -27,6 +27,9 @@
 #include "tools/engine_setup.h"
 #include "tools/cluster_launcher.h"
 #include "tools/roles.h"
+#ifdef KVASIR_WITH_CUDA_RUNNER
+#include "runtime/cuda/cuda_model_runner.h"
+#endif
 
 namespace kvasir {
 namespace {
@@ -211,6 +214,52 @@ int Convert(int argc, char** argv) {
 
 // ---------------------------------------------------------------------------------------------
 // Engine benchmark: prefill and decode throughput on dummy weights, printed as a table.
+// Times prefill and decode steps of `runner` (ModelRunner or CudaModelRunner: same Forward
+// contract) over `cache` for one batch size; prints one table row.
+template <typename Runner>
+absl::Status BenchBatch(Runner& runner, KvCache& cache, const std::string& name, int threads,
+                        int B, int prompt_len, int steps, double roofline_ms) {
+  using Clock = std::chrono::steady_clock;
+  const ModelConfig& c = runner.config();
+  std::vector<SequenceInput> batch(B);
+  for (int b = 0; b < B; ++b) {
+    RETURN_IF_ERROR(cache.Create(1000 + b));
+    batch[b].seq_id = 1000 + b;
+    batch[b].tokens.resize(prompt_len);
+    for (int i = 0; i < prompt_len; ++i) batch[b].tokens[i] = (7 + 31 * i + 17 * b) % c.vocab_size;
+  }
+  auto t0 = Clock::now();
+  ASSIGN_OR_RETURN(ForwardResult out, runner.Forward(batch));
+  const double prefill = std::chrono::duration<double>(Clock::now() - t0).count();
+  std::vector<int32_t> next(B);
+  auto argmax = [&](const ForwardResult& r) {
+    for (int b = 0; b < B; ++b) {
+      const float* row = r.row(r.first_row[b]);
+      next[b] = static_cast<int32_t>(std::max_element(row, row + c.vocab_size) - row);
+    }
+  };
+  argmax(out);
+  auto t1 = Clock::now();
+  for (int s = 0; s < steps; ++s) {
+    for (int b = 0; b < B; ++b) {
+      batch[b].start_pos = prompt_len + s;
+      batch[b].tokens = {next[b]};
+    }
+    ASSIGN_OR_RETURN(ForwardResult o2, runner.Forward(batch));
+    argmax(o2);
+  }
+  const double decode = std::chrono::duration<double>(Clock::now() - t1).count();
+  for (int b = 0; b < B; ++b) cache.Free(1000 + b);
+  const double step_ms = decode * 1e3 / steps;
+  std::printf("| %s | %.1fM | %d | %d | %.0f | %.2f | %.1f | %s |\n", name.c_str(),
+              c.NumParameters() / 1e6, threads, B, B * prompt_len / prefill, step_ms,
+              B * steps / decode,
+              roofline_ms > 0 ? absl::StrFormat("%.2f (%.2fx)", roofline_ms, step_ms / roofline_ms).c_str()
+                              : "-");
+  std::fflush(stdout);
+  return absl::OkStatus();
+}
+
 int BenchEngine(int argc, char** argv) {
   std::vector<FlagSpec> specs = {
       {"models", true, "comma-separated built-in configs (default stories15M,tinyllama-1.1b)"},
@@ -218,6 +267,9 @@ int BenchEngine(int argc, char** argv) {
       {"prompt-len", true, "prompt tokens per sequence (default 32)"},
       {"decode-steps", true, "decode steps timed per batch size (default 32)"},
       {"threads", true, "CPU threads (default 2)"},
+      {"device", true, "cpu (default, fp32) or cuda (bf16 weights and KV, CudaModelRunner)"},
+      {"copy-gbps", true,
+       "device copy bandwidth for the roofline column, GB/s (default 4200, the H200's; cuda only)"},
       {"log-level", true, "log level"},
       {"help", false, "show this help"},
   };
@@ -231,10 +283,23 @@ int BenchEngine(int argc, char** argv) {
   auto prompt_len = a->Int("prompt-len", 32);
   auto steps = a->Int("decode-steps", 32);
   auto threads = a->Int("threads", 2);
+  auto copy_gbps = a->Float("copy-gbps", 4200);
   if (!prompt_len.ok() || !steps.ok() || !threads.ok() || *prompt_len < 1 || *steps < 1 ||
       *threads < 1) {
     return Fail(absl::InvalidArgumentError("--prompt-len, --decode-steps, --threads must be >= 1"));
   }
+  if (!copy_gbps.ok() || *copy_gbps <= 0) {
+    return Fail(absl::InvalidArgumentError("--copy-gbps must be > 0"));
+  }
+  const std::string device = a->Str("device", "cpu");
+  if (device != "cpu" && device != "cuda") {
+    return Fail(absl::InvalidArgumentError("--device must be cpu or cuda"));
+  }
+#ifndef KVASIR_WITH_CUDA_RUNNER
+  if (device == "cuda") {
+    return Fail(absl::UnimplementedError("this build has no CUDA backend (built without nvcc)"));
+  }
+#endif
   std::vector<std::string> models = absl::StrSplit(a->Str("models", "stories15M,tinyllama-1.1b"), ',');
   std::vector<int> batches;
   for (const std::string& b : std::vector<std::string>(absl::StrSplit(a->Str("batch", "1,8,32"), ','))) {
@@ -243,16 +308,17 @@ int BenchEngine(int argc, char** argv) {
     batches.push_back(v);
   }
   const int max_batch = *std::max_element(batches.begin(), batches.end());
-  std::printf("| model | params | threads | batch | prefill tok/s | decode step ms | decode tok/s |\n");
-  std::printf("|---|---|---|---|---|---|---|\n");
+  std::printf("| model | params | threads | batch | prefill tok/s | decode step ms | decode tok/s | roofline ms (step / roofline) |\n");
+  std::printf("|---|---|---|---|---|---|---|---|\n");
   for (const std::string& m : models) {
     EngineOptions o;
     o.dummy = true;
     o.dummy_config = m;
     o.threads = static_cast<int>(*threads);
     o.need_tokenizer = false;
+    o.local_kv = device == "cpu";
     // Every sequence rounds each of its (layer, kv_head) tables up to whole blocks.
-    auto shape = o.dummy ? BuiltinConfig(m) : absl::StatusOr<ModelConfig>(ModelConfig{});
+    auto shape = BuiltinConfig(m);
     if (!shape.ok()) return Fail(shape.status());
     o.kv_blocks = int64_t{max_batch} * shape->num_layers * shape->num_kv_heads *
                   ((*prompt_len + *steps + 1 + 15) / 16);
@@ -260,43 +326,33 @@ int BenchEngine(int argc, char** argv) {
     if (!eng.ok()) return Fail(eng.status());
     LocalModel& e = **eng;
     const ModelConfig& c = e.weights->config;
+#ifdef KVASIR_WITH_CUDA_RUNNER
+    std::unique_ptr<CudaModelRunner> cuda;  // this model's, freed before the next model loads
+    if (device == "cuda") {
+      CudaModelRunnerOptions co;
+      co.num_blocks = static_cast<int32_t>(o.kv_blocks);
+      auto r = CudaModelRunner::Create(e.weights.get(), co);
+      if (!r.ok()) return Fail(r.status());
+      cuda = std::move(*r);
+    }
+#endif
     for (int B : batches) {
-      using Clock = std::chrono::steady_clock;
-      std::vector<SequenceInput> batch(B);
-      for (int b = 0; b < B; ++b) {
-        (void)e.cache->Create(1000 + b);
-        batch[b].seq_id = 1000 + b;
-        batch[b].tokens.resize(*prompt_len);
-        for (int i = 0; i < *prompt_len; ++i) batch[b].tokens[i] = (7 + 31 * i + 17 * b) % c.vocab_size;
+      absl::Status st;
+      if (device == "cpu") {
+        st = BenchBatch(*e.runner, *e.cache, m, e.backend->num_threads(), B,
+                        static_cast<int>(*prompt_len), static_cast<int>(*steps), 0);
+      } else {
+#ifdef KVASIR_WITH_CUDA_RUNNER
+        // Roofline of a decode step: every bf16 weight once plus the batch's KV (bf16, mid-run
+        // length), at the device's copy bandwidth.
+        const double kv_bytes = 2.0 * B * c.num_layers * c.kv_dim() * 2 *
+                                (*prompt_len + *steps / 2.0);
+        const double roofline_ms = (2.0 * c.NumParameters() + kv_bytes) / (*copy_gbps * 1e9) * 1e3;
+        st = BenchBatch(*cuda, cuda->cache(), m + " (cuda bf16)", 0, B,
+                        static_cast<int>(*prompt_len), static_cast<int>(*steps), roofline_ms);
+#endif
       }
-      auto t0 = Clock::now();
-      auto out = e.runner->Forward(batch);
-      if (!out.ok()) return Fail(out.status());
-      double prefill = std::chrono::duration<double>(Clock::now() - t0).count();
-      std::vector<int32_t> next(B);
-      auto argmax = [&](const ForwardResult& r) {
-        for (int b = 0; b < B; ++b) {
-          const float* row = r.row(r.first_row[b]);
-          next[b] = static_cast<int32_t>(std::max_element(row, row + c.vocab_size) - row);
-        }
-      };
-      argmax(*out);
-      auto t1 = Clock::now();
-      for (int s = 0; s < *steps; ++s) {
-        for (int b = 0; b < B; ++b) {
-          batch[b].start_pos = static_cast<int32_t>(*prompt_len + s);
-          batch[b].tokens = {next[b]};
-        }
-        auto o2 = e.runner->Forward(batch);
-        if (!o2.ok()) return Fail(o2.status());
-        argmax(*o2);
-      }
-      double decode = std::chrono::duration<double>(Clock::now() - t1).count();
-      for (int b = 0; b < B; ++b) e.cache->Free(1000 + b);
-      std::printf("| %s | %.1fM | %d | %d | %.0f | %.2f | %.1f |\n", m.c_str(),
-                  c.NumParameters() / 1e6, e.backend->num_threads(), B,
-                  B * *prompt_len / prefill, decode * 1e3 / *steps, B * *steps / decode);
-      std::fflush(stdout);
+      if (!st.ok()) return Fail(st);
     }
   }
   return 0;

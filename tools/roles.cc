@@ -310,14 +310,20 @@ int AttentionMain(int argc, char** argv) {
                      {"grpc-port", true, "gRPC port (default 0: a free one, printed)"},
                      {"kv-blocks", true,
                       "KV blocks of 16 tokens in this worker's pool (default: 64 full contexts, "
-                      "at most 4 GiB)"}});
+                      "at most 4 GiB)"},
+                     {"kv-memory-mb", true,
+                      "size the pool by memory instead: MiB of K+V (fp32 on the CPU backend)"}});
   bool help = false;
   KVASIR_ASSIGN_OR_FAIL(a, ParseOrHelp(argc, argv, "attention", specs, &help));
   if (help) return 0;
   KVASIR_ASSIGN_OR_FAIL(eo, EngineOptionsFromArgs(a));
   KVASIR_ASSIGN_OR_FAIL(grpc_port, PortFlag(a, "grpc-port", 0, 0));
   KVASIR_ASSIGN_OR_FAIL(blocks, a.Int("kv-blocks", 0));
-  if (blocks < 0) return Fail(absl::InvalidArgumentError("--kv-blocks must be >= 0"));
+  KVASIR_ASSIGN_OR_FAIL(memory_mb, a.Int("kv-memory-mb", 0));
+  if (blocks < 0 || memory_mb < 0 || (blocks > 0 && memory_mb > 0)) {
+    return Fail(absl::InvalidArgumentError(
+        "give at most one of --kv-blocks and --kv-memory-mb, each >= 0"));
+  }
   eo.kv_blocks = blocks;
   eo.kv_contexts = 64;
   eo.kv_max_bytes = int64_t{4} << 30;
@@ -325,6 +331,11 @@ int AttentionMain(int argc, char** argv) {
   eo.need_tokenizer = false;
   KVASIR_ASSIGN_OR_FAIL(m, CreateLocalModel(eo));
   const ModelConfig& c = m->weights->config;
+  if (memory_mb > 0) {
+    const int64_t per_block = int64_t{eo.block_size} * c.head_dim * 2 * sizeof(float);
+    eo.kv_blocks = (memory_mb << 20) / per_block;
+    if (eo.kv_blocks < 1) return Fail(absl::InvalidArgumentError("--kv-memory-mb is too small"));
+  }
   KVASIR_ASSIGN_OR_FAIL(total, KvPoolBlocks(c, eo));
   AttentionShard shard(ShapeOf(c), eo.block_size, total, m->backend.get());
   transport::AttentionGrpcServices services(&shard);
