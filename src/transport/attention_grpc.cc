@@ -19,7 +19,7 @@ void PackRows(const float* src, int64_t rows, int64_t width, int64_t stride, std
 
 std::vector<float> Unpack(const std::string& bytes) {
   std::vector<float> v(bytes.size() / sizeof(float));
-  std::memcpy(v.data(), bytes.data(), v.size() * sizeof(float));
+  if (!v.empty()) std::memcpy(v.data(), bytes.data(), v.size() * sizeof(float));
   return v;
 }
 
@@ -166,8 +166,8 @@ class GrpcAttentionLinks::Link : public AttentionLink {
               st = absl::DataLossError("attention worker " + address +
                                        ": reply sizes do not match the request");
             } else {
-              std::memcpy(o, call->reply.o().data(), o_bytes);
-              std::memcpy(lse, call->reply.lse().data(), l_bytes);
+              if (o_bytes > 0) std::memcpy(o, call->reply.o().data(), o_bytes);
+              if (l_bytes > 0) std::memcpy(lse, call->reply.lse().data(), l_bytes);
             }
           }
           delete call;

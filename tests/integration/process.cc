@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -18,6 +19,8 @@ int SpawnServer(const std::vector<std::string>& args, int port_lines, std::vecto
   if (pipe(out) != 0) return -1;
   pid_t pid = fork();
   if (pid == 0) {
+    // A test that dies must not leave servers behind holding ctest's output pipe open.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
     dup2(out[1], 1);
     close(out[0]);
     close(out[1]);
