@@ -44,12 +44,6 @@ fs::path ExecutableDir() {
   return ec ? fs::path() : p.parent_path();
 }
 
-fs::path CacheDir() {
-  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return fs::path(x) / "kvasir" / "models";
-  if (const char* h = std::getenv("HOME"); h && *h) return fs::path(h) / ".cache" / "kvasir" / "models";
-  return fs::temp_directory_path() / "kvasir-cache" / "models";
-}
-
 size_t WriteToFile(char* ptr, size_t size, size_t nmemb, void* userdata) {
   return std::fwrite(ptr, size, nmemb, static_cast<FILE*>(userdata));
 }
@@ -119,7 +113,7 @@ absl::StatusOr<std::string> FindOrFetchDefaultModel() {
       if (p == p.parent_path()) break;
     }
   }
-  fs::path cache = CacheDir() / kDefaultModelName;
+  fs::path cache = ModelCacheDir() / kDefaultModelName;
   if (HasModel(cache)) return cache.string();
   const char* base = std::getenv("KVASIR_MODEL_BASE_URL");
   return FetchDefaultModel(base && *base ? base : kDefaultModelBaseUrl, cache.string());

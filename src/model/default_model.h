@@ -7,6 +7,8 @@
 // cache and checked against their SHA-256 before use.
 #pragma once
 
+#include <cstdlib>
+#include <filesystem>
 #include <string>
 
 #include "common/status.h"
@@ -18,6 +20,15 @@ inline constexpr char kDefaultModelName[] = "stories260K";
 // The public source; $KVASIR_MODEL_BASE_URL overrides it (a mirror, or file:// for tests).
 inline constexpr char kDefaultModelBaseUrl[] =
     "https://huggingface.co/karpathy/tinyllamas/resolve/main/stories260K";
+
+// Where downloaded models live: ($XDG_CACHE_HOME or ~/.cache)/kvasir/models (a temp directory
+// when neither is set).
+inline std::filesystem::path ModelCacheDir() {
+  namespace fs = std::filesystem;
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return fs::path(x) / "kvasir" / "models";
+  if (const char* h = std::getenv("HOME"); h && *h) return fs::path(h) / ".cache" / "kvasir" / "models";
+  return fs::temp_directory_path() / "kvasir-cache" / "models";
+}
 
 absl::StatusOr<std::string> FindOrFetchDefaultModel();
 

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "gtest/gtest.h"
+#include "model/default_model.h"
 #include "model/tokenizer/tokenizer.h"
 #include "model/weights.h"
 
@@ -24,14 +25,8 @@ inline std::string Stories260KDir() {
   if (const char* env = std::getenv("KVASIR_MODEL_DIR"); env && fs::exists(fs::path(env) / "model.bin")) {
     return env;
   }
-  fs::path cache;
-  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) {
-    cache = fs::path(x);
-  } else if (const char* h = std::getenv("HOME"); h && *h) {
-    cache = fs::path(h) / ".cache";
-  }
-  fs::path c = cache / "kvasir" / "models" / "stories260K";
-  if (!cache.empty() && fs::exists(c / "model.bin")) return c.string();
+  fs::path c = ModelCacheDir() / "stories260K";
+  if (fs::exists(c / "model.bin")) return c.string();
   return "";
 }
 
