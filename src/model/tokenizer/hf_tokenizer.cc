@@ -1,11 +1,14 @@
 #include "model/tokenizer/hf_tokenizer.h"
 
+
 #include <algorithm>
 #include <filesystem>
 #include <functional>
-#include <queue>
+#include <optional>
+#include <utility>
 
 #include "common/mapped_file.h"
+#include "model/tokenizer/internal/bpe_merge.h"
 #include "model/tokenizer/internal/byte_level.h"
 #include "model/tokenizer/internal/utf8.h"
 #include "nlohmann/json.hpp"
@@ -778,18 +781,9 @@ void HfTokenizer::EncodeWord(std::string_view word, std::vector<int32_t>* out) c
 }
 
 void HfTokenizer::MergeWord(std::string_view word, std::vector<int32_t>* out) const {
-  struct Symbol {
-    int32_t id;
-    int32_t prev;
-    int32_t next;
-  };
-  std::vector<Symbol> syms;
-  syms.reserve(word.size());
+  std::vector<int32_t> ids;
+  ids.reserve(word.size());
   bool last_was_unk = false;
-  auto push = [&](int32_t id) {
-    const int32_t i = static_cast<int32_t>(syms.size());
-    syms.push_back({id, i - 1, i + 1});
-  };
   size_t pos = 0;
   while (pos < word.size()) {
     const size_t len = byte_level_ ? 1 : tokenizer_internal::NextUtf8(word, pos).length;
@@ -798,7 +792,7 @@ void HfTokenizer::MergeWord(std::string_view word, std::vector<int32_t>* out) co
     const int32_t id =
         byte_level_ ? impl_->single_byte_ids[static_cast<uint8_t>(ch[0])] : impl_->Lookup(ch);
     if (id >= 0) {
-      push(id);
+      ids.push_back(id);
       last_was_unk = false;
       continue;
     }
@@ -806,52 +800,23 @@ void HfTokenizer::MergeWord(std::string_view word, std::vector<int32_t>* out) co
       bool all = true;
       for (const char c : ch) all = all && impl_->byte_ids[static_cast<uint8_t>(c)] >= 0;
       if (all) {
-        for (const char c : ch) push(impl_->byte_ids[static_cast<uint8_t>(c)]);
+        for (const char c : ch) ids.push_back(impl_->byte_ids[static_cast<uint8_t>(c)]);
         last_was_unk = false;
         continue;
       }
     }
     // Unknown character: <unk> (fused with a preceding <unk> if asked); dropped without one.
-    if (impl_->unk_id >= 0 && !(impl_->fuse_unk && last_was_unk)) push(impl_->unk_id);
+    if (impl_->unk_id >= 0 && !(impl_->fuse_unk && last_was_unk)) ids.push_back(impl_->unk_id);
     last_was_unk = impl_->unk_id >= 0;
   }
-  if (syms.empty()) return;
-  syms.back().next = -1;
-
-  // Min-heap on (rank, left position): the best-ranked merge, leftmost on ties.
-  struct Candidate {
-    int32_t rank;
-    int32_t left;
-    int32_t left_id;
-    int32_t right_id;
-    int32_t merged;
-    bool operator<(const Candidate& o) const {
-      if (rank != o.rank) return rank > o.rank;
-      return left > o.left;
-    }
-  };
-  std::priority_queue<Candidate> heap;
-  auto consider = [&](int32_t left) {
-    if (left < 0 || syms[left].next < 0) return;
-    const int32_t a = syms[left].id, b = syms[syms[left].next].id;
-    auto it = impl_->merges.find(Impl::Key(a, b));
-    if (it != impl_->merges.end()) heap.push({it->second.rank, left, a, b, it->second.merged});
-  };
-  for (int32_t i = 0; i + 1 < static_cast<int32_t>(syms.size()); ++i) consider(i);
-  while (!heap.empty()) {
-    const Candidate c = heap.top();
-    heap.pop();
-    Symbol& s = syms[c.left];
-    if (s.id != c.left_id || s.next < 0 || syms[s.next].id != c.right_id) continue;  // stale
-    const int32_t right = s.next;
-    s.id = c.merged;
-    s.next = syms[right].next;
-    if (s.next >= 0) syms[s.next].prev = c.left;
-    syms[right].id = -1;
-    consider(s.prev);
-    consider(c.left);
-  }
-  for (int32_t i = 0; i >= 0; i = syms[i].next) out->push_back(syms[i].id);
+  // The best-ranked merge first, leftmost on ties.
+  tokenizer_internal::MergePairs<int32_t>(
+      ids, [&](int32_t a, int32_t b) -> std::optional<std::pair<int32_t, int32_t>> {
+        auto it = impl_->merges.find(Impl::Key(a, b));
+        if (it == impl_->merges.end()) return std::nullopt;
+        return std::make_pair(it->second.rank, it->second.merged);
+      });
+  out->insert(out->end(), ids.begin(), ids.end());
 }
 
 }  // namespace kvasir

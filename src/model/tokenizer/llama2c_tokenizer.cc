@@ -1,10 +1,14 @@
 #include "model/tokenizer/llama2c_tokenizer.h"
 
+
+
 #include <cmath>
 #include <cstring>
-#include <queue>
+#include <optional>
+#include <utility>
 
 #include "common/mapped_file.h"
+#include "model/tokenizer/internal/bpe_merge.h"
 #include "model/tokenizer/internal/utf8.h"
 
 namespace kvasir {
@@ -100,80 +104,42 @@ absl::StatusOr<std::vector<int32_t>> Llama2cTokenizer::Encode(std::string_view t
         "text is not valid UTF-8 (bad byte 0x",
         absl::Hex(static_cast<uint8_t>(text[bad]), absl::kZeroPad2), " at offset ", bad, ")"));
   }
-  // Symbols form a linked list over the initial tokens; merges keep the left index.
-  struct Symbol {
-    int32_t id;
-    int32_t prev;
-    int32_t next;
-  };
-  std::vector<Symbol> syms;
-  syms.reserve(text.size() + 1);
-  auto push = [&](int32_t id) {
-    const int32_t i = static_cast<int32_t>(syms.size());
-    syms.push_back({id, i - 1, i + 1});
-  };
+  std::vector<int32_t> ids;
+  ids.reserve(text.size() + 1);
   if (!text.empty()) {
     const int32_t space = Lookup(" ");
-    if (space >= 0) push(space);
+    if (space >= 0) ids.push_back(space);
   }
   size_t pos = 0;
   while (pos < text.size()) {
     const size_t n = tokenizer_internal::NextUtf8(text, pos).length;
     const int32_t id = Lookup(text.substr(pos, n));
     if (id >= 0) {
-      push(id);
+      ids.push_back(id);
     } else {
       // Byte fallback: +3 because the first 3 ids are <unk>, <s>, </s>.
       for (size_t i = 0; i < n; ++i) {
-        push(has_byte_tokens_ ? static_cast<uint8_t>(text[pos + i]) + kByteOffset : kUnk);
+        ids.push_back(has_byte_tokens_ ? static_cast<uint8_t>(text[pos + i]) + kByteOffset : kUnk);
       }
     }
     pos += n;
   }
-  if (!syms.empty()) syms.back().next = -1;
 
-  // Max-heap on (score, -left position): the best pair, leftmost on ties, as llama2.c's scan.
-  struct Candidate {
-    float score;
-    int32_t left;
-    int32_t left_id;
-    int32_t right_id;
-    int32_t merged_id;
-    bool operator<(const Candidate& o) const {
-      if (score != o.score) return score < o.score;
-      return left > o.left;
-    }
-  };
-  std::priority_queue<Candidate> heap;
+  // The best-scoring pair first, leftmost on ties, as llama2.c's scan.
   std::string buf;
-  auto consider = [&](int32_t left) {
-    if (left < 0 || syms[left].next < 0) return;
-    const Symbol& a = syms[left];
-    const Symbol& b = syms[a.next];
-    buf.assign(pieces_[a.id]);
-    buf.append(pieces_[b.id]);
-    const int32_t merged = Lookup(buf);
-    if (merged >= 0) heap.push({scores_[merged], left, a.id, b.id, merged});
-  };
-  for (int32_t i = 0; i + 1 < static_cast<int32_t>(syms.size()); ++i) consider(i);
-  while (!heap.empty()) {
-    const Candidate c = heap.top();
-    heap.pop();
-    Symbol& a = syms[c.left];
-    if (a.id != c.left_id || a.next < 0 || syms[a.next].id != c.right_id) continue;  // stale
-    const int32_t right = a.next;
-    a.id = c.merged_id;
-    a.next = syms[right].next;
-    if (a.next >= 0) syms[a.next].prev = c.left;
-    syms[right].id = -1;  // dead
-    consider(a.prev);
-    consider(c.left);
-  }
+  tokenizer_internal::MergePairs<float>(
+      ids, [&](int32_t a, int32_t b) -> std::optional<std::pair<float, int32_t>> {
+        buf.assign(pieces_[a]);
+        buf.append(pieces_[b]);
+        const int32_t merged = Lookup(buf);
+        if (merged < 0) return std::nullopt;
+        return std::make_pair(-scores_[merged], merged);
+      });
 
   std::vector<int32_t> out;
-  out.reserve(syms.size() + 1);
+  out.reserve(ids.size() + 1);
   if (add_bos) out.push_back(kBos);
-  for (int32_t i = syms.empty() ? -1 : 0; i >= 0; i = syms[i].next) out.push_back(syms[i].id);
+  out.insert(out.end(), ids.begin(), ids.end());
   return out;
 }
 
