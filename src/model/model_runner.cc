@@ -31,6 +31,25 @@ ModelRunner::ModelRunner(const ModelWeights* weights, Backend* backend,
   inv_freq_.assign(inv.begin(), inv.end());
 }
 
+std::vector<int32_t> SelectLogitRows(const std::vector<SequenceInput>& batch, int32_t vocab_size,
+                                     ForwardResult* out) {
+  out->vocab_size = vocab_size;
+  out->first_row.assign(batch.size(), -1);
+  out->num_rows.assign(batch.size(), 0);
+  std::vector<int32_t> rows;
+  int32_t r = 0;
+  for (size_t b = 0; b < batch.size(); ++b) {
+    const int32_t n = static_cast<int32_t>(batch[b].tokens.size());
+    if (batch[b].want_logits) {
+      out->first_row[b] = static_cast<int32_t>(rows.size());
+      for (int32_t i = batch[b].all_logits ? 0 : n - 1; i < n; ++i) rows.push_back(r + i);
+      out->num_rows[b] = static_cast<int32_t>(rows.size()) - out->first_row[b];
+    }
+    r += n;
+  }
+  return rows;
+}
+
 absl::StatusOr<ForwardResult> ModelRunner::Forward(const std::vector<SequenceInput>& batch) {
   const ModelConfig& c = weights_->config;
   const int64_t d = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim(), hd = c.head_dim;
@@ -119,26 +138,12 @@ absl::StatusOr<ForwardResult> ModelRunner::Forward(const std::vector<SequenceInp
 
   // ---- Logits for the rows asked for (h_ holds the final-normed hidden states).
   ForwardResult out;
-  out.vocab_size = c.vocab_size;
-  out.first_row.assign(batch.size(), -1);
-  out.num_rows.assign(batch.size(), 0);
-  std::vector<int64_t> rows;
-  {
-    int64_t r = 0;
-    for (size_t b = 0; b < batch.size(); ++b) {
-      const int64_t n = static_cast<int64_t>(batch[b].tokens.size());
-      if (batch[b].want_logits) {
-        out.first_row[b] = static_cast<int32_t>(rows.size());
-        for (int64_t i = batch[b].all_logits ? 0 : n - 1; i < n; ++i) rows.push_back(r + i);
-        out.num_rows[b] = static_cast<int32_t>(rows.size()) - out.first_row[b];
-      }
-      r += n;
-    }
-  }
+  const std::vector<int32_t> rows = SelectLogitRows(batch, c.vocab_size, &out);
   const int64_t R = static_cast<int64_t>(rows.size());
   std::vector<float> sel(R * d);  // [R, hidden]
   for (int64_t i = 0; i < R; ++i) {
-    std::copy(h_.begin() + rows[i] * d, h_.begin() + (rows[i] + 1) * d, sel.begin() + i * d);
+    std::copy(h_.begin() + int64_t{rows[i]} * d, h_.begin() + (int64_t{rows[i]} + 1) * d,
+              sel.begin() + i * d);
   }
   out.logits.resize(R * c.vocab_size);
   backend_->Gemm(sel.data(), weights_->lm_head, out.logits.data(), R, c.vocab_size, d);

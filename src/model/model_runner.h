@@ -35,6 +35,11 @@ struct ForwardResult {
   const float* row(int32_t r) const { return logits.data() + static_cast<int64_t>(r) * vocab_size; }
 };
 
+// Sets out->first_row / num_rows / vocab_size for `batch` and returns the step rows (token
+// index in the flattened batch) that get logits, in order. Shared by every runner.
+std::vector<int32_t> SelectLogitRows(const std::vector<SequenceInput>& batch, int32_t vocab_size,
+                                     ForwardResult* out);
+
 class ModelRunner {
  public:
   // Attention over a KV cache of this process.

@@ -314,22 +314,7 @@ absl::StatusOr<ForwardResult> CudaModelRunner::Forward(const std::vector<Sequenc
 
   // ---- Rows that get logits.
   ForwardResult out;
-  out.vocab_size = c.vocab_size;
-  out.first_row.assign(batch.size(), -1);
-  out.num_rows.assign(batch.size(), 0);
-  std::vector<int32_t> rows;
-  {
-    int32_t r = 0;
-    for (size_t b = 0; b < batch.size(); ++b) {
-      const int32_t n = static_cast<int32_t>(batch[b].tokens.size());
-      if (batch[b].want_logits) {
-        out.first_row[b] = static_cast<int32_t>(rows.size());
-        for (int32_t i = batch[b].all_logits ? 0 : n - 1; i < n; ++i) rows.push_back(r + i);
-        out.num_rows[b] = static_cast<int32_t>(rows.size()) - out.first_row[b];
-      }
-      r += n;
-    }
-  }
+  const std::vector<int32_t> rows = SelectLogitRows(batch, c.vocab_size, &out);
   const int64_t R = static_cast<int64_t>(rows.size());
 
   // ---- Step metadata, built on the host and uploaded once. Items are (token, kv_head), item
