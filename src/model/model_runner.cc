@@ -31,6 +31,38 @@ ModelRunner::ModelRunner(const ModelWeights* weights, Backend* backend,
   inv_freq_.assign(inv.begin(), inv.end());
 }
 
+absl::Status ValidateSequenceInputs(const ModelConfig& c, const std::vector<SequenceInput>& batch,
+                                    const std::function<bool(int64_t seq_id)>& known) {
+  for (size_t b = 0; b < batch.size(); ++b) {
+    const SequenceInput& s = batch[b];
+    if (!known(s.seq_id)) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, " has no KV cache"));
+    }
+    if (s.tokens.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, ": no tokens"));
+    }
+    for (int32_t t : s.tokens) {
+      if (t < 0 || t >= c.vocab_size) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("token id ", t, " is outside the vocabulary [0, ", c.vocab_size, ")"));
+      }
+    }
+    if (s.start_pos < 0 ||
+        static_cast<int64_t>(s.start_pos) + s.tokens.size() > c.max_position_embeddings) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "sequence ", s.seq_id, ": positions ", s.start_pos, "..",
+          s.start_pos + s.tokens.size(), " exceed the model's context of ",
+          c.max_position_embeddings, " tokens"));
+    }
+    for (size_t o = 0; o < b; ++o) {
+      if (batch[o].seq_id == s.seq_id) {
+        return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, " appears twice"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 std::vector<int32_t> SelectLogitRows(const std::vector<SequenceInput>& batch, int32_t vocab_size,
                                      ForwardResult* out) {
   out->vocab_size = vocab_size;
@@ -57,35 +89,10 @@ absl::StatusOr<ForwardResult> ModelRunner::Forward(const std::vector<SequenceInp
   const float eps = static_cast<float>(c.rms_norm_eps);
 
   // ---- Validate everything before changing any state.
+  RETURN_IF_ERROR(ValidateSequenceInputs(
+      c, batch, [&](int64_t id) { return attention_->Contains(id); }));
   int64_t T = 0;
-  for (size_t b = 0; b < batch.size(); ++b) {
-    const SequenceInput& s = batch[b];
-    if (!attention_->Contains(s.seq_id)) {
-      return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, " has no KV cache"));
-    }
-    if (s.tokens.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, ": no tokens"));
-    }
-    for (int32_t t : s.tokens) {
-      if (t < 0 || t >= c.vocab_size) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("token id ", t, " is outside the vocabulary [0, ", c.vocab_size, ")"));
-      }
-    }
-    if (s.start_pos < 0 ||
-        static_cast<int64_t>(s.start_pos) + s.tokens.size() > c.max_position_embeddings) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "sequence ", s.seq_id, ": positions ", s.start_pos, "..",
-          s.start_pos + s.tokens.size(), " exceed the model's context of ",
-          c.max_position_embeddings, " tokens"));
-    }
-    for (size_t o = 0; o < b; ++o) {
-      if (batch[o].seq_id == s.seq_id) {
-        return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, " appears twice"));
-      }
-    }
-    T += static_cast<int64_t>(s.tokens.size());
-  }
+  for (const SequenceInput& s : batch) T += static_cast<int64_t>(s.tokens.size());
   std::vector<AttentionStepSeq> step(batch.size());
   for (size_t b = 0; b < batch.size(); ++b) {
     step[b] = {batch[b].seq_id, batch[b].start_pos, static_cast<int32_t>(batch[b].tokens.size())};

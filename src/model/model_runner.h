@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -34,6 +35,12 @@ struct ForwardResult {
   int32_t vocab_size = 0;
   const float* row(int32_t r) const { return logits.data() + static_cast<int64_t>(r) * vocab_size; }
 };
+
+// The checks every runner makes on a batch before touching any state: known sequences
+// (`known`), non-empty inputs, token ids inside the vocabulary, positions inside the context,
+// no sequence twice. InvalidArgument names the first problem.
+absl::Status ValidateSequenceInputs(const ModelConfig& c, const std::vector<SequenceInput>& batch,
+                                    const std::function<bool(int64_t seq_id)>& known);
 
 // Sets out->first_row / num_rows / vocab_size for `batch` and returns the step rows (token
 // index in the flattened batch) that get logits, in order. Shared by every runner.

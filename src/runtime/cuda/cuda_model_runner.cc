@@ -250,36 +250,14 @@ absl::Status CudaModelRunner::Gemm(const cuda_internal::GemmPlan& p, const __nv_
 
 absl::Status CudaModelRunner::ValidateBatch(const ModelConfig& c, const KvCache& cache,
                                             const std::vector<SequenceInput>& batch) {
+  RETURN_IF_ERROR(
+      ValidateSequenceInputs(c, batch, [&](int64_t id) { return cache.Contains(id); }));
   int64_t blocks_needed = 0;
-  for (size_t b = 0; b < batch.size(); ++b) {
-    const SequenceInput& s = batch[b];
-    if (!cache.Contains(s.seq_id)) {
-      return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, " has no KV cache"));
-    }
-    if (s.tokens.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, ": no tokens"));
-    }
-    for (int32_t t : s.tokens) {
-      if (t < 0 || t >= c.vocab_size) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("token id ", t, " is outside the vocabulary [0, ", c.vocab_size, ")"));
-      }
-    }
-    if (s.start_pos < 0 ||
-        static_cast<int64_t>(s.start_pos) + s.tokens.size() > c.max_position_embeddings) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "sequence ", s.seq_id, ": positions ", s.start_pos, "..", s.start_pos + s.tokens.size(),
-          " exceed the model's context of ", c.max_position_embeddings, " tokens"));
-    }
+  for (const SequenceInput& s : batch) {
     if (s.start_pos != cache.Length(s.seq_id)) {
       return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, ": start_pos ",
                                                      s.start_pos, " but ", cache.Length(s.seq_id),
                                                      " tokens cached"));
-    }
-    for (size_t o = 0; o < b; ++o) {
-      if (batch[o].seq_id == s.seq_id) {
-        return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, " appears twice"));
-      }
     }
     blocks_needed += cache.BlocksNeeded(s.seq_id, static_cast<int32_t>(s.tokens.size()));
   }
