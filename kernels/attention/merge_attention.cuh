@@ -20,6 +20,10 @@ struct MergeAttentionParams {
   float* out = nullptr;      // [count, rows, head_dim], group g at out + g * out_stride
   int64_t out_stride = 0;    // elements between groups; 0 means rows * head_dim
   float* out_lse = nullptr;  // [count, rows] out, may be null
+  // Launch as a programmatic dependent (PDL, sm_90+) of the kernel just before it on the stream:
+  // the merge grid may be scheduled while that kernel drains and waits, before reading anything,
+  // for it to complete. Only for a producer launched directly before on the same stream.
+  bool programmatic_launch = false;
 };
 
 cudaError_t InvokeMergeAttention(const MergeAttentionParams& p, cudaStream_t stream);

@@ -6,13 +6,15 @@
 // output o = Σ softmax(s) V and its log-sum-exp lse, exactly like PagedPartialAttentionRef
 // (paged_attention_ref.h): an empty range gives o = 0 and lse = −inf.
 //
-// Page tables are CSR: the blocks of item i are block_ids[block_table_offsets[i] ...
-// block_table_offsets[i + 1]), in token order from token 0, so token t of item i lives in
-// block block_ids[block_table_offsets[i] + t / block_size], slot t % block_size.
+// Page tables: the blocks of item i start at block_ids[block_table_offsets[i]], in token order
+// from token 0, so token t of item i lives in block block_ids[block_table_offsets[i] +
+// t / block_size], slot t % block_size. Only offsets[i] (the start) is read, so the tables may
+// be a CSR or any per-item starts (shared or out of order); any block_size >= 1.
 //
 // Split-KV: with num_splits > 1 the range of each item is cut into chunks of kv_chunk_size
 // tokens (the last split takes whatever remains); each (item, split) writes a partial (o, lse)
-// into the workspace and InvokeMergeAttention combines them. PlanPagedDecode picks the split on
+// into the workspace and InvokeMergeAttention combines them (launched as a programmatic
+// dependent, so its launch overlaps the decode kernel's tail). PlanPagedDecode picks the split on
 // the host from the longest range; planning and launching are separate so a fixed plan can be
 // captured in a CUDA graph.
 //
@@ -32,8 +34,8 @@ template <typename KvT>
 struct PagedDecodeParams {
   const KvT* k_pool = nullptr;                   // [num_blocks, block_size, head_dim]
   const KvT* v_pool = nullptr;                   // [num_blocks, block_size, head_dim]
-  const int32_t* block_table_offsets = nullptr;  // [num_items + 1] into block_ids
-  const int32_t* block_ids = nullptr;            // [block_table_offsets[num_items]]
+  const int32_t* block_table_offsets = nullptr;  // [num_items] table starts in block_ids
+  const int32_t* block_ids = nullptr;            // the blocks of every table
   const int32_t* begin = nullptr;                // [num_items] first token (inclusive)
   const int32_t* end = nullptr;                  // [num_items] last token (exclusive)
   const float* q = nullptr;  // [num_items, group, head_dim], item i at q + i * q_stride
@@ -60,9 +62,10 @@ struct PagedDecodePlan {
   int64_t workspace_lse_elems = 0;  // floats for workspace_lse
 };
 
-// Splits long ranges so that the grid covers the chip: num_sms from cudaDeviceProp;
-// max_kv_len is the longest end − begin (a stale, too small value stays correct: the last split
-// takes the rest, it only loses parallelism).
+// Splits long ranges when the grid is under one wave (4 CTAs per SM for group <= 4, else 2), to
+// the most splits that still fit one wave (chunks >= 64 tokens; ranges <= 128 never split):
+// num_sms from cudaDeviceProp; max_kv_len is the longest end − begin (a stale, too small value
+// stays correct: the last split takes the rest, it only loses parallelism).
 PagedDecodePlan PlanPagedDecode(int32_t num_items, int32_t group, int32_t head_dim,
                                 int32_t max_kv_len, int32_t num_sms);
 

@@ -1,7 +1,8 @@
 // Checks the CUDA paged decode and merge kernels against PagedPartialAttentionRef and
-// MergeAttentionRef on fresh random inputs: page sizes 1 and 16, GQA groups 1/4/6/8/16,
-// head_dim 8/32/64/128/256, odd, empty and 33k-token ranges, shuffled block ids, with and without
-// split-KV. Pool slots outside [begin, end) hold NaN, so reading them fails the check.
+// MergeAttentionRef on fresh random inputs: page sizes 1, 16 and odd ones (3, 7, 48), GQA groups
+// 1/2/3/4/6/8/12/16, head_dim 8/32/64/128/256, odd, empty and 33k-token ranges, shuffled block
+// ids, padded q/o strides, page tables that are not a monotone CSR (only offsets[i] is read), with
+// and without split-KV. Pool slots outside [begin, end) hold NaN, so reading them fails the check.
 #include "kernels/attention/paged_decode.cuh"
 
 #include <algorithm>
@@ -24,7 +25,7 @@ using ::kvasir::testing::FromFloatVec;
 using ::kvasir::testing::RelError;
 using ::kvasir::testing::ToFloatVec;
 
-enum class Split { kNone, kPlanned, kForced };
+enum class Split { kNone, kPlanned, kForced, kMany };
 
 struct Case {
   int32_t head_dim = 128;
@@ -32,6 +33,9 @@ struct Case {
   int32_t block_size = 16;
   std::vector<int32_t> begin, end;  // per item
   Split split = Split::kNone;
+  int32_t q_pad = 0;            // extra floats between items of q (a multiple of 4)
+  int32_t o_pad = 0;            // extra floats between items of o; the gaps must stay untouched
+  bool reverse_tables = false;  // tables stored in reverse item order, offsets[n_items] poisoned
 };
 
 std::string Describe(const Case& c, const char* dtype) {
@@ -40,7 +44,8 @@ std::string Describe(const Case& c, const char* dtype) {
   return std::string(dtype) + " d=" + std::to_string(c.head_dim) + " g=" + std::to_string(c.group) +
          " bs=" + std::to_string(c.block_size) + " items=" + std::to_string(c.end.size()) +
          " max_len=" + std::to_string(max_len) +
-         " split=" + std::to_string(static_cast<int>(c.split));
+         " split=" + std::to_string(static_cast<int>(c.split)) +
+         (c.q_pad || c.o_pad ? " padded" : "") + (c.reverse_tables ? " reversed-tables" : "");
 }
 
 int32_t NumSms() {
@@ -58,14 +63,26 @@ void RunCase(const Case& c, std::mt19937& rng, double* worst_o, double* worst_ls
   const int32_t d = c.head_dim, g = c.group, bs = c.block_size;
   std::normal_distribution<float> nd(0.0f, 1.0f);
 
-  // CSR page tables over a shuffled pool with spare blocks.
+  // Page tables over a shuffled pool with spare blocks: CSR, or stored in reverse item order
+  // (offsets[i] is each table's start, offsets[n_items] a poison the kernel must not read).
   std::vector<int32_t> offsets(n_items + 1, 0);
-  for (int32_t i = 0; i < n_items; ++i) offsets[i + 1] = offsets[i] + (c.end[i] + bs - 1) / bs;
-  const int32_t pool_blocks = offsets[n_items] + 5;
+  int32_t total_blocks = 0;
+  for (int32_t i = 0; i < n_items; ++i) total_blocks += (c.end[i] + bs - 1) / bs;
+  if (c.reverse_tables) {
+    int32_t cursor = total_blocks;
+    for (int32_t i = 0; i < n_items; ++i) {
+      cursor -= (c.end[i] + bs - 1) / bs;
+      offsets[i] = cursor;
+    }
+    offsets[n_items] = -1000000;
+  } else {
+    for (int32_t i = 0; i < n_items; ++i) offsets[i + 1] = offsets[i] + (c.end[i] + bs - 1) / bs;
+  }
+  const int32_t pool_blocks = total_blocks + 5;
   std::vector<int32_t> perm(pool_blocks);
   std::iota(perm.begin(), perm.end(), 0);
   std::shuffle(perm.begin(), perm.end(), rng);
-  std::vector<int32_t> ids(perm.begin(), perm.begin() + offsets[n_items]);
+  std::vector<int32_t> ids(perm.begin(), perm.begin() + total_blocks);
   if (ids.empty()) ids.push_back(0);  // keep a valid device pointer
 
   // Pools: NaN except the rows inside each item's range; values exactly representable in KvT.
@@ -83,12 +100,14 @@ void RunCase(const Case& c, std::mt19937& rng, double* worst_o, double* worst_ls
   const std::vector<KvT> k_kv = FromFloatVec<KvT>(k_host), v_kv = FromFloatVec<KvT>(v_host);
   k_host = ToFloatVec(k_kv);
   v_host = ToFloatVec(v_kv);
-  std::vector<float> q(static_cast<size_t>(n_items) * g * d);
+  const int64_t q_stride = int64_t{g} * d + c.q_pad, o_stride = int64_t{g} * d + c.o_pad;
+  std::vector<float> q(static_cast<size_t>(n_items) * q_stride);
   for (auto& x : q) x = 2.0f * nd(rng);
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
 
   // CPU reference.
-  std::vector<float> ref_o(q.size()), ref_lse(static_cast<size_t>(n_items) * g);
+  std::vector<float> ref_o(static_cast<size_t>(n_items) * g * d);
+  std::vector<float> ref_lse(static_cast<size_t>(n_items) * g);
   for (int32_t i = 0; i < n_items; ++i) {
     PagedAttentionParams rp;
     rp.k_pool = k_host.data();
@@ -98,7 +117,7 @@ void RunCase(const Case& c, std::mt19937& rng, double* worst_o, double* worst_ls
     rp.head_dim = d;
     rp.begin = c.begin[i];
     rp.end = c.end[i];
-    rp.q = q.data() + static_cast<size_t>(i) * g * d;
+    rp.q = q.data() + static_cast<size_t>(i) * q_stride;
     rp.group = g;
     rp.scale = scale;
     rp.o = ref_o.data() + static_cast<size_t>(i) * g * d;
@@ -108,7 +127,7 @@ void RunCase(const Case& c, std::mt19937& rng, double* worst_o, double* worst_ls
 
   DeviceBuffer<KvT> dk(k_kv), dv(v_kv);
   DeviceBuffer<int32_t> doff(offsets), dids(ids), dbegin(c.begin), dend(c.end);
-  DeviceBuffer<float> dq(q), dout(q.size()), dlse(ref_lse.size());
+  DeviceBuffer<float> dq(q), dout(static_cast<size_t>(n_items) * o_stride), dlse(ref_lse.size());
   ASSERT_TRUE(dk.ok() && dv.ok() && doff.ok() && dids.ok() && dq.ok() && dout.ok() && dlse.ok());
 
   PagedDecodeParams<KvT> p;
@@ -119,7 +138,9 @@ void RunCase(const Case& c, std::mt19937& rng, double* worst_o, double* worst_ls
   p.begin = dbegin.get();
   p.end = dend.get();
   p.q = dq.get();
+  p.q_stride = c.q_pad ? q_stride : 0;
   p.o = dout.get();
+  p.o_stride = c.o_pad ? o_stride : 0;
   p.lse = dlse.get();
   p.num_items = n_items;
   p.block_size = bs;
@@ -136,6 +157,10 @@ void RunCase(const Case& c, std::mt19937& rng, double* worst_o, double* worst_ls
     // Small chunks, so the last split also takes the remainder beyond num_splits * chunk.
     p.num_splits = 2 + static_cast<int32_t>(rng() % 6);
     p.kv_chunk_size = std::max<int32_t>(1, max_len / (2 * p.num_splits) + 1);
+  } else if (c.split == Split::kMany) {
+    // More parts than the merge stages at once (256), most of them one or two tokens or empty.
+    p.num_splits = 300 + static_cast<int32_t>(rng() % 40);
+    p.kv_chunk_size = std::max<int32_t>(1, max_len / (2 * p.num_splits));
   }
   const int64_t ws_rows = static_cast<int64_t>(n_items) * p.num_splits * g;
   DeviceBuffer<float> ws_o(p.num_splits > 1 ? ws_rows * d : 0);
@@ -149,8 +174,19 @@ void RunCase(const Case& c, std::mt19937& rng, double* worst_o, double* worst_ls
   CUDA_ASSERT_OK(dout.Poison());
   CUDA_ASSERT_OK(dlse.Poison());
   CUDA_ASSERT_LAUNCH(InvokePagedDecode(p, nullptr));
-  const std::vector<float> out = dout.Download(), lse = dlse.Download();
+  const std::vector<float> out_padded = dout.Download(), lse = dlse.Download();
   CUDA_ASSERT_OK(cudaGetLastError());
+  std::vector<float> out;  // [n_items, g, d] without the o gaps, which must still be NaN
+  for (int32_t i = 0; i < n_items; ++i) {
+    for (int64_t e = 0; e < o_stride; ++e) {
+      const float x = out_padded[i * o_stride + e];
+      if (e < int64_t{g} * d) {
+        out.push_back(x);
+      } else {
+        ASSERT_TRUE(std::isnan(x)) << "wrote into the o gap of item " << i;
+      }
+    }
+  }
 
   EXPECT_EQ(::kvasir::testing::CountNonFinite(out), 0) << "unwritten or NaN outputs";
   const double err = RelError(out, ref_o);
@@ -240,6 +276,74 @@ TEST(PagedDecode, LongAndEmptyHistories) {
               worst_bf16, worst_lse);
 }
 
+TEST(PagedDecode, OddPagesGroupsStridesAndTables) {
+  KVASIR_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(std::random_device{}());
+  double worst_f32 = 0, worst_bf16 = 0, worst_lse = 0;
+  int n = 0;
+  for (int32_t d : {32, 64, 128}) {
+    for (int32_t g : {2, 3, 5, 12}) {
+      for (int32_t bs : {3, 7, 48}) {
+        const Split split =
+            n % 3 == 0 ? Split::kNone : (n % 3 == 1 ? Split::kForced : Split::kPlanned);
+        Case c = RandomCase(rng, d, g, bs, split, 9, 500);
+        c.q_pad = 4 * (n % 3);
+        c.o_pad = 8 * ((n + 1) % 2);
+        c.reverse_tables = n % 2 == 0;
+        ++n;
+        RunCase<float>(c, rng, &worst_f32, &worst_lse);
+        RunCase<__nv_bfloat16>(c, rng, &worst_bf16, &worst_lse);
+        if (HasFatalFailure()) return;
+      }
+    }
+  }
+  for (int32_t g : {1, 4}) {  // head_dim 256 in fp32 (two chunks per lane), odd pages
+    Case c = RandomCase(rng, 256, g, 5, Split::kForced, 5, 200);
+    c.o_pad = 4;
+    c.reverse_tables = true;
+    RunCase<float>(c, rng, &worst_f32, &worst_lse);
+    RunCase<__nv_bfloat16>(c, rng, &worst_bf16, &worst_lse);
+  }
+  std::printf("[paged_decode odd] worst rel err fp32 %.3g, bf16-KV %.3g, lse %.3g\n", worst_f32,
+              worst_bf16, worst_lse);
+}
+
+TEST(PagedDecode, ManySplitsMerge) {
+  KVASIR_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(std::random_device{}());
+  double worst_f32 = 0, worst_bf16 = 0, worst_lse = 0;
+  for (int32_t g : {1, 4, 8}) {
+    const Case c = RandomCase(rng, 128, g, 16, Split::kMany, 6, 1500);
+    RunCase<float>(c, rng, &worst_f32, &worst_lse);
+    RunCase<__nv_bfloat16>(c, rng, &worst_bf16, &worst_lse);
+    if (HasFatalFailure()) return;
+  }
+  std::printf("[paged_decode many splits] worst rel err fp32 %.3g, bf16-KV %.3g, lse %.3g\n",
+              worst_f32, worst_bf16, worst_lse);
+}
+
+TEST(PagedDecode, PlanFillsTheChipAndCoversTheRange) {
+  // Llama-3-8B decode on 132 SMs: B=16 (128 items) splits to about one wave, B=64 does not split.
+  const PagedDecodePlan b16 = PlanPagedDecode(128, 4, 128, 8192, 132);
+  EXPECT_EQ(b16.num_splits, 4);
+  EXPECT_EQ(PlanPagedDecode(512, 4, 128, 8192, 132).num_splits, 1);
+  EXPECT_GT(PlanPagedDecode(8, 4, 128, 131072, 132).num_splits, 32);
+  for (int32_t items : {1, 3, 8, 50, 128, 300}) {
+    for (int32_t g : {1, 4, 8, 16}) {
+      for (int32_t len : {1, 129, 1000, 4097, 65536, 1 << 20}) {
+        const PagedDecodePlan plan = PlanPagedDecode(items, g, 64, len, 132);
+        ASSERT_GE(plan.num_splits, 1);
+        ASSERT_LE(plan.num_splits, 256);
+        if (plan.num_splits > 1) {
+          EXPECT_GE(int64_t{plan.num_splits} * plan.kv_chunk_size, len);
+          EXPECT_LT(int64_t{plan.num_splits - 1} * plan.kv_chunk_size, len);  // no empty split
+          EXPECT_EQ(plan.workspace_o_elems, int64_t{items} * plan.num_splits * g * 64);
+        }
+      }
+    }
+  }
+}
+
 TEST(PagedDecode, PlanSplitsOnlyWhenTheGridIsSmall) {
   const PagedDecodePlan many = PlanPagedDecode(4096, 4, 128, 40000, 132);
   EXPECT_EQ(many.num_splits, 1);
@@ -323,6 +427,56 @@ TEST(MergeAttention, MatchesReference) {
           EXPECT_TRUE(std::isinf(out_lse[r]) && out_lse[r] < 0);
         } else {
           EXPECT_NEAR(out_lse[r], ref_lse[r], 1e-5 * std::max(1.0f, std::abs(ref_lse[r])));
+        }
+      }
+    }
+  }
+}
+
+TEST(MergeAttention, ManyPartsOddHeadDimsProgrammatic) {
+  KVASIR_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(std::random_device{}());
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (int32_t n_parts : {2, 300, 1100}) {    // 1100: past the 1024 staged weights
+    for (int32_t d : {8, 12, 256, 600, 9}) {  // 9: scalar path; 600: > 128 float4 per row
+      for (bool programmatic : {false, true}) {
+        SCOPED_TRACE("n_parts=" + std::to_string(n_parts) + " d=" + std::to_string(d) +
+                     " programmatic=" + std::to_string(programmatic));
+        const int64_t count = 3;
+        const int32_t rows = 2;
+        std::vector<float> o(count * n_parts * rows * d), lse(count * n_parts * rows);
+        for (auto& x : o) x = nd(rng);
+        for (auto& x : lse) x = (rng() % 5 == 0) ? -INFINITY : 30.0f * nd(rng);
+        std::vector<float> ref(count * rows * d), ref_lse(count * rows);
+        for (int64_t gi = 0; gi < count; ++gi) {
+          MergeAttentionRef(n_parts, o.data() + gi * n_parts * rows * d,
+                            lse.data() + gi * n_parts * rows, rows, d, ref.data() + gi * rows * d,
+                            ref_lse.data() + gi * rows);
+        }
+        DeviceBuffer<float> d_o(o), d_lse(lse), d_out(ref.size()), d_out_lse(ref_lse.size());
+        ASSERT_TRUE(d_o.ok() && d_lse.ok() && d_out.ok() && d_out_lse.ok());
+        CUDA_ASSERT_OK(d_out.Poison());
+        CUDA_ASSERT_OK(d_out_lse.Poison());
+        MergeAttentionParams p;
+        p.o_parts = d_o.get();
+        p.lse_parts = d_lse.get();
+        p.count = count;
+        p.n_parts = n_parts;
+        p.rows = rows;
+        p.head_dim = d;
+        p.out = d_out.get();
+        p.out_lse = d_out_lse.get();
+        p.programmatic_launch = programmatic;
+        CUDA_ASSERT_LAUNCH(InvokeMergeAttention(p, nullptr));
+        const std::vector<float> out = d_out.Download(), out_lse = d_out_lse.Download();
+        EXPECT_EQ(::kvasir::testing::CountNonFinite(out), 0);
+        EXPECT_LT(RelError(out, ref), 1e-6);
+        for (size_t r = 0; r < ref_lse.size(); ++r) {
+          if (std::isinf(ref_lse[r])) {
+            EXPECT_TRUE(std::isinf(out_lse[r]) && out_lse[r] < 0);
+          } else {
+            EXPECT_NEAR(out_lse[r], ref_lse[r], 1e-5 * std::max(1.0f, std::abs(ref_lse[r])));
+          }
         }
       }
     }
