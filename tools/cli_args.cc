@@ -104,6 +104,9 @@ std::vector<FlagSpec> With(std::vector<FlagSpec> extra) {
       {"load-format", true, "auto (default) or dummy (seeded random weights)"},
       {"dummy-config", true, "config for dummy weights: built-in name or config.json path"},
       {"threads", true, "CPU threads (default 2)"},
+      {"device", true, "cpu (default: fp32 on the CPU) or cuda (bf16 weights and KV on GPU 0)"},
+      {"gpu-memory-utilization", true,
+       "cuda: fraction of GPU memory for weights + KV pool (default 0.9)"},
       {"log-level", true, "debug, info, warn (default), error"},
       {"help", false, "show this help"},
   };

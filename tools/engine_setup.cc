@@ -5,6 +5,9 @@
 
 #include "common/logging.h"
 #include "model/default_model.h"
+#ifdef KVASIR_WITH_CUDA_RUNNER
+#include "runtime/cuda/cuda_model_runner.h"
+#endif
 
 namespace kvasir {
 
@@ -37,6 +40,29 @@ absl::StatusOr<std::unique_ptr<LocalModel>> CreateLocalModel(const EngineOptions
   }
   e->backend = std::make_unique<CpuBackend>(o.threads);
   if (o.config_only || !o.local_kv) return e;
+  if (o.device == "cuda") {
+#ifdef KVASIR_WITH_CUDA_RUNNER
+    CudaModelRunnerOptions co;
+    co.block_size = o.block_size;
+    co.max_seqs = o.max_num_seqs;
+    co.memory_fraction = o.gpu_memory_utilization;
+    if (o.kv_blocks > 0 || o.kv_tokens > 0) {
+      ASSIGN_OR_RETURN(const int64_t blocks, KvPoolBlocks(c, o));
+      co.num_blocks = static_cast<int32_t>(blocks);
+    }
+    ASSIGN_OR_RETURN(std::unique_ptr<CudaModelRunner> r, CudaModelRunner::Create(e->weights.get(), co));
+    e->kv_cache = &r->cache();
+    SPDLOG_INFO("model {} on CUDA (bf16): {} layers, dim {}, {} heads / {} kv heads, vocab {}; KV "
+                "pool {} blocks of {} tokens ({} MiB bf16)",
+                c.name, c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.vocab_size,
+                e->kv_cache->config().num_blocks, o.block_size,
+                (int64_t{e->kv_cache->config().num_blocks} * o.block_size * c.head_dim * 4) >> 20);
+    e->runner = std::move(r);
+    return e;
+#else
+    return absl::UnimplementedError("this build has no CUDA backend (built without nvcc)");
+#endif
+  }
   ASSIGN_OR_RETURN(const int64_t blocks, KvPoolBlocks(c, o));
   KvCacheConfig kc;
   kc.num_layers = c.num_layers;
@@ -50,6 +76,7 @@ absl::StatusOr<std::unique_ptr<LocalModel>> CreateLocalModel(const EngineOptions
               c.max_position_embeddings, kc.num_blocks, kc.block_size,
               (blocks * o.block_size * c.head_dim * 2 * int64_t{sizeof(float)}) >> 20);
   e->cache = std::make_unique<KvCache>(kc);
+  e->kv_cache = e->cache.get();
   e->runner = std::make_unique<ModelRunner>(e->weights.get(), e->backend.get(), e->cache.get());
   return e;
 }
@@ -87,6 +114,14 @@ absl::StatusOr<EngineOptions> EngineOptionsFromArgs(const cli::Args& a) {
   ASSIGN_OR_RETURN(int64_t threads, a.Int("threads", 2));
   if (threads < 1 || threads > 256) return absl::InvalidArgumentError("--threads must be in [1, 256]");
   o.threads = static_cast<int>(threads);
+  o.device = a.Str("device", "cpu");
+  if (o.device != "cpu" && o.device != "cuda") {
+    return absl::InvalidArgumentError("--device must be cpu or cuda");
+  }
+  ASSIGN_OR_RETURN(o.gpu_memory_utilization, a.Float("gpu-memory-utilization", 0.9));
+  if (!(o.gpu_memory_utilization > 0.0 && o.gpu_memory_utilization <= 1.0)) {
+    return absl::InvalidArgumentError("--gpu-memory-utilization must be in (0, 1]");
+  }
   return o;
 }
 

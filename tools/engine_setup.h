@@ -29,6 +29,11 @@ struct EngineOptions {
   bool need_tokenizer = true;
   bool config_only = false;  // no weights, no KV cache, no runner (router, attention worker)
   bool local_kv = true;      // false: no KV cache and no runner (the decoder builds its own)
+  std::string device = "cpu";  // cpu (fp32, CPU backend) or cuda (CudaModelRunner, bf16)
+  // cuda: fraction of the device memory weights + KV may take (the KV pool gets the rest);
+  // kv_blocks > 0 sizes the pool explicitly instead.
+  double gpu_memory_utilization = 0.9;
+  int32_t max_num_seqs = 256;  // cuda: sequences that can hold KV at once
 };
 
 struct LocalModel {
@@ -36,15 +41,16 @@ struct LocalModel {
   std::unique_ptr<ModelWeights> weights;
   std::unique_ptr<Tokenizer> tokenizer;  // null for dummy weights without a tokenizer
   std::unique_ptr<CpuBackend> backend;
-  std::unique_ptr<KvCache> cache;
-  std::unique_ptr<ModelRunner> runner;
+  std::unique_ptr<KvCache> cache;     // cpu: the KV cache the runner attends over
+  std::unique_ptr<StepRunner> runner;  // ModelRunner (cpu) or CudaModelRunner (cuda)
+  KvCache* kv_cache = nullptr;         // the runner's KV bookkeeping, either device
 };
 
 absl::StatusOr<std::unique_ptr<LocalModel>> CreateLocalModel(const EngineOptions& options);
 
 // KV blocks of options.block_size tokens (per layer and KV head) the options ask for: kv_blocks,
 // else kv_tokens, else kv_contexts full contexts capped at kv_max_bytes.
-// The model flags (cli::With) into options.
+// The model flags (cli::With) into options, --device and --gpu-memory-utilization included.
 absl::StatusOr<EngineOptions> EngineOptionsFromArgs(const cli::Args& a);
 
 absl::StatusOr<int64_t> KvPoolBlocks(const ModelConfig& c, const EngineOptions& options);

@@ -23,6 +23,7 @@
 #ifdef KVASIR_WITH_BENCH_SERVE
 #include "tools/bench/bench_serve.h"
 #endif
+#include "tools/bench_offline.h"
 #include "tools/cli_args.h"
 #include "tools/engine_setup.h"
 #include "tools/cluster_launcher.h"
@@ -225,6 +226,8 @@ absl::Status BenchBatch(Runner& runner, KvCache& cache, const std::string& name,
   for (int b = 0; b < B; ++b) {
     RETURN_IF_ERROR(cache.Create(1000 + b));
     batch[b].seq_id = 1000 + b;
+    // Greedy on the device where the runner samples there (only token ids come back).
+    if (runner.samples_on_device()) batch[b].sampling = RunnerSampling{};
     batch[b].tokens.resize(prompt_len);
     for (int i = 0; i < prompt_len; ++i) batch[b].tokens[i] = (7 + 31 * i + 17 * b) % c.vocab_size;
   }
@@ -234,6 +237,10 @@ absl::Status BenchBatch(Runner& runner, KvCache& cache, const std::string& name,
   std::vector<int32_t> next(B);
   auto argmax = [&](const ForwardResult& r) {
     for (int b = 0; b < B; ++b) {
+      if (!r.sampled.empty() && r.sampled[b] >= 0) {
+        next[b] = r.sampled[b];
+        continue;
+      }
       const float* row = r.row(r.first_row[b]);
       next[b] = static_cast<int32_t>(std::max_element(row, row + c.vocab_size) - row);
     }
@@ -325,7 +332,7 @@ int BenchEngine(int argc, char** argv) {
     auto eng = CreateLocalModel(o);
     if (!eng.ok()) return Fail(eng.status());
     LocalModel& e = **eng;
-    const ModelConfig& c = e.weights->config;
+    [[maybe_unused]] const ModelConfig& c = e.weights->config;
 #ifdef KVASIR_WITH_CUDA_RUNNER
     std::unique_ptr<CudaModelRunner> cuda;  // this model's, freed before the next model loads
     if (device == "cuda") {
@@ -382,7 +389,7 @@ int Logits(int argc, char** argv) {
   auto engine = CreateLocalModel(*eo);
   if (!engine.ok()) return Fail(engine.status());
   LocalModel& e = **engine;
-  if (absl::Status s = e.cache->Create(1); !s.ok()) return Fail(s);
+  if (absl::Status s = e.kv_cache->Create(1); !s.ok()) return Fail(s);
   SequenceInput in;
   in.seq_id = 1;
   in.tokens = ids;
@@ -418,6 +425,7 @@ void PrintUsage() {
       "  tokenize      print token ids of each stdin line\n"
       "  convert       write a model in the HF layout (safetensors + config.json + tokenizer)\n"
       "  bench-engine  engine throughput table on dummy weights\n"
+      "  bench-offline offline throughput: N requests queued at once through the engine\n"
       "  logits        print the logits of every prompt position (--ids) as JSON\n"
       "  bench serve   load-test an OpenAI-compatible server (vLLM-compatible flags)\n"
       "run `kvasir COMMAND --help` for a command's flags\n",
@@ -437,6 +445,7 @@ int main(int argc, char** argv) {
   if (cmd == "tokenize") return kvasir::Tokenize(argc, argv);
   if (cmd == "convert") return kvasir::Convert(argc, argv);
   if (cmd == "bench-engine") return kvasir::BenchEngine(argc, argv);
+  if (cmd == "bench-offline") return kvasir::BenchOfflineMain(argc, argv);
   if (cmd == "logits") return kvasir::Logits(argc, argv);
   if (cmd == "serve") return kvasir::ServeMain(argc, argv);
   if (cmd == "cluster") return kvasir::RunCluster(argc, argv);

@@ -195,6 +195,21 @@ int ServeMain(int argc, char** argv) {
   eo.kv_blocks = blocks;
   eo.kv_contexts = 64;                  // default pool: 64 full contexts,
   eo.kv_max_bytes = int64_t{4} << 30;   // capped at 4 GiB of K+V
+  if (eo.device == "cuda") {
+    // The KV pool lives on the GPU next to the weights (--gpu-memory-utilization sizes it
+    // unless --kv-blocks does); attention runs there, not on attention shards.
+    if (shards != 1) {
+      return Fail(absl::InvalidArgumentError(
+          "--attention-shards applies to the CPU engine; with --device cuda the KV pool is on "
+          "the GPU"));
+    }
+    eo.max_num_seqs = std::max(ec.max_num_seqs, 1);
+    KVASIR_ASSIGN_OR_FAIL(gm, CreateLocalModel(eo));
+    Engine engine(gm->runner.get(), ec);
+    SignalWaiter signals;
+    engine.Start();
+    return RunFrontEnd(a, *gm, &engine, grpc_port, {}, signals, [&] { engine.Stop(); });
+  }
   eo.local_kv = false;
   KVASIR_ASSIGN_OR_FAIL(m, CreateLocalModel(eo));
   const ModelConfig& c = m->weights->config;
@@ -276,6 +291,11 @@ int DecoderMain(int argc, char** argv) {
   if (router.size() != 1) return Fail(absl::InvalidArgumentError("--router takes one address"));
   if (id < 0 || id >= (int64_t{1} << 22)) {
     return Fail(absl::InvalidArgumentError("--decoder-id must be in [0, 4194304)"));
+  }
+  if (eo.device != "cpu") {
+    return Fail(absl::UnimplementedError(
+        "the decoder role computes its dense layers on the CPU only: a CUDA decoder attending "
+        "over remote attention workers is not built yet (use `kvasir serve --device cuda`)"));
   }
   eo.local_kv = false;
   eo.need_tokenizer = false;

@@ -13,7 +13,7 @@ namespace {
 // The scheduler's view of the KV: wherever the runner's attention executor keeps it.
 class ExecutorBudget : public sched::KvBudget {
  public:
-  explicit ExecutorBudget(AttentionExecutor* a) : a_(a) {}
+  explicit ExecutorBudget(KvCapacity* a) : a_(a) {}
   int64_t BlocksNeeded(int64_t seq_id, int32_t n) const override {
     return a_->BlocksNeeded(seq_id, n);
   }
@@ -34,14 +34,30 @@ class ExecutorBudget : public sched::KvBudget {
   std::unordered_map<int64_t, absl::Status> TakeFailures() { return std::move(failed_); }
 
  private:
-  AttentionExecutor* a_;
+  KvCapacity* a_;
   std::unordered_map<int64_t, absl::Status> failed_;
 };
 
+// Requests the runner can sample itself: no penalties and no logprobs (both need the logits
+// on the host). Unseeded requests get a seed here, so their stream stays one RNG's.
+std::optional<RunnerSampling> DeviceSampling(const SamplingParams& p, uint64_t random_seed) {
+  if (p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f ||
+      p.frequency_penalty != 0.0f || p.logprobs > 0) {
+    return std::nullopt;
+  }
+  RunnerSampling s;
+  s.temperature = p.temperature;
+  s.top_k = p.top_k;
+  s.top_p = p.top_p;
+  s.min_p = p.min_p;
+  s.seed = p.seed.value_or(random_seed);
+  return s;
+}
+
 }  // namespace
 
-Engine::Engine(ModelRunner* runner, EngineConfig config)
-    : runner_(runner), attention_(runner->attention()), config_(config) {
+Engine::Engine(StepRunner* runner, EngineConfig config)
+    : runner_(runner), attention_(runner->kv()), config_(config) {
   auto budget = std::make_unique<ExecutorBudget>(attention_);
   budget_ = std::move(budget);
   sched::SchedulerConfig sc;
@@ -157,6 +173,9 @@ void Engine::Loop() {
       s->max_new = std::min(r.params.max_tokens, c.max_position_embeddings - plen);
       s->stream = r.prompt;
       s->sampler = std::make_unique<Sampler>(r.params, r.prompt);
+      if (runner_->samples_on_device()) {
+        s->device_sampling = DeviceSampling(r.params, seed_rng_());
+      }
       s->req = std::move(r);
       const int64_t id = s->seq_id;
       absl::Status added = scheduler_->Add(id, plen, s->max_new);
@@ -236,6 +255,10 @@ void Engine::RunStep() {
                      s.stream.begin() + ss.start_pos + ss.num_tokens);
     in.start_pos = ss.start_pos;
     in.want_logits = ss.wants_logits;
+    if (s.device_sampling && ss.wants_logits) {
+      in.sampling = s.device_sampling;
+      in.sampling->step = s.stream.size() - s.req.prompt.size();
+    }
     batch.push_back(std::move(in));
   }
   auto out = runner_->Forward(batch);
@@ -259,8 +282,13 @@ void Engine::RunStep() {
         outcomes.push_back({ss.request_id, false, false});
         continue;
       }
-      SampleResult r =
-          s.sampler->Sample(std::span<const float>(out->row(out->first_row[b]), c.vocab_size));
+      SampleResult r;
+      if (!out->sampled.empty() && out->sampled[b] >= 0) {
+        r.token = out->sampled[b];
+        r.logprob = out->sampled_logprob[b];
+      } else {
+        r = s.sampler->Sample(std::span<const float>(out->row(out->first_row[b]), c.vocab_size));
+      }
       s.stream.push_back(r.token);
       const SamplingParams& p = s.req.params;
       const bool eos = !p.ignore_eos && std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(),

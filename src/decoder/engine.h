@@ -17,6 +17,8 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <random>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -84,8 +86,8 @@ class EngineHandle {
 
 class Engine : public EngineHandle {
  public:
-  // The runner's attention executor holds the KV (admission reserves capacity there).
-  Engine(ModelRunner* runner, EngineConfig config);
+  // The runner's kv() holds the KV (admission reserves capacity there).
+  Engine(StepRunner* runner, EngineConfig config);
   ~Engine();  // stops the thread; pending requests finish with "abort"
 
   void Start();
@@ -105,6 +107,8 @@ class Engine : public EngineHandle {
     EngineRequest req;
     int64_t seq_id = 0;  // the scheduler's request id and the KV sequence id
     std::unique_ptr<Sampler> sampler;
+    // Set when the runner samples this request on its device (no penalties, no logprobs).
+    std::optional<RunnerSampling> device_sampling;
     std::vector<int32_t> stream;  // prompt + generated tokens
     int32_t max_new = 0;          // max_tokens capped by the context
     std::string stop_reason;      // set when a token ends the request
@@ -116,8 +120,8 @@ class Engine : public EngineHandle {
   void Finish(int64_t seq_id, const std::string& reason, absl::Status error = absl::OkStatus(),
               EngineEvent* last = nullptr);
 
-  ModelRunner* runner_;
-  AttentionExecutor* attention_;
+  StepRunner* runner_;
+  KvCapacity* attention_;
   const EngineConfig config_;
 
   mutable std::mutex mu_;
@@ -134,6 +138,7 @@ class Engine : public EngineHandle {
   std::unique_ptr<sched::BatchScheduler> scheduler_;
   std::unordered_map<int64_t, std::unique_ptr<Seq>> seqs_;  // by seq_id
   int64_t next_seq_id_ = 1;
+  std::mt19937_64 seed_rng_{std::random_device{}()};  // seeds of unseeded device-sampled requests
   bool blocked_ = false;  // work waits but nothing could be scheduled (KV held elsewhere)
 };
 

@@ -10,7 +10,7 @@
 
 namespace kvasir {
 
-Generator::Generator(ModelRunner* runner, const Tokenizer* tokenizer,
+Generator::Generator(StepRunner* runner, const Tokenizer* tokenizer,
                      GeneratorOptions options)
     : runner_(runner), tokenizer_(tokenizer), options_(options) {}
 

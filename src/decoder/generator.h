@@ -44,7 +44,7 @@ using StreamCallback = std::function<void(size_t index, int32_t token, std::stri
 class Generator {
  public:
   // tokenizer may be null: then no text is produced and stop strings are rejected.
-  Generator(ModelRunner* runner, const Tokenizer* tokenizer,
+  Generator(StepRunner* runner, const Tokenizer* tokenizer,
             GeneratorOptions options = {});
 
   absl::StatusOr<std::vector<GenerationResult>> Generate(
@@ -54,7 +54,7 @@ class Generator {
   const EngineStats& last_stats() const { return last_stats_; }
 
  private:
-  ModelRunner* runner_;
+  StepRunner* runner_;
 
   const Tokenizer* tokenizer_;
   GeneratorOptions options_;

@@ -15,6 +15,7 @@ absl::Status KvCache::Create(int64_t seq_id) {
     return absl::AlreadyExistsError(absl::StrCat("sequence ", seq_id, " already has a KV cache"));
   }
   seqs_.emplace(seq_id, std::vector<PageTable>(config_.num_layers * config_.num_kv_heads));
+  generation_[seq_id] = ++last_generation_;
   return absl::OkStatus();
 }
 
@@ -25,6 +26,12 @@ void KvCache::Free(int64_t seq_id) {
     for (int32_t b : t.blocks) pool_.Free(b);
   }
   seqs_.erase(it);
+  generation_.erase(seq_id);
+}
+
+uint64_t KvCache::Generation(int64_t seq_id) const {
+  auto it = generation_.find(seq_id);
+  return it == generation_.end() ? 0 : it->second;
 }
 
 std::vector<PageTable>& KvCache::Tables(int64_t seq_id) {

@@ -44,6 +44,9 @@ class KvCache {
   // Frees all blocks of the sequence; unknown ids are ignored.
   void Free(int64_t seq_id);
   size_t num_sequences() const { return seqs_.size(); }
+  // A number unique to this life of the sequence (each Create gets a new one); 0 when unknown.
+  // Lets a mirror of the page tables (the CUDA runner's device copy) notice a Free + Create.
+  uint64_t Generation(int64_t seq_id) const;
 
   // Ensures every (layer, kv_head) table of seq can take `n` more tokens. On failure nothing is
   // allocated and ResourceExhausted names how many blocks were missing.
@@ -77,6 +80,8 @@ class KvCache {
   BlockPool pool_;
   // seq_id -> tables [num_layers * num_kv_heads], index layer * num_kv_heads + kv_head
   std::unordered_map<int64_t, std::vector<PageTable>> seqs_;
+  std::unordered_map<int64_t, uint64_t> generation_;
+  uint64_t last_generation_ = 0;
 };
 
 }  // namespace kvasir

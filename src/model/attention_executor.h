@@ -29,11 +29,11 @@ struct KvUsage {
   int64_t blocks_used = 0;  // reserved or holding tokens
 };
 
-class AttentionExecutor {
+// Where a sequence's KV lives, seen by the engine's scheduler: room for tokens, in blocks.
+class KvCapacity {
  public:
-  virtual ~AttentionExecutor() = default;
+  virtual ~KvCapacity() = default;
 
-  // ---- Capacity (the engine's scheduler).
   // Makes room for `n` more tokens of the sequence (a new one starts empty), all or nothing.
   // ResourceExhausted: no room now.
   virtual absl::Status Grow(int64_t seq_id, int32_t n) = 0;
@@ -48,7 +48,10 @@ class AttentionExecutor {
   virtual absl::Status CheckFits(int64_t tokens) const = 0;
   // Blocks over the whole pool (free = total - used); shared pools report the last known value.
   virtual KvUsage Usage() const = 0;
+};
 
+class AttentionExecutor : public KvCapacity {
+ public:
   // ---- One forward step.
   // Checks and makes room for the step's new tokens; on error nothing changed.
   virtual absl::Status BeginStep(std::span<const AttentionStepSeq> seqs) = 0;

@@ -27,24 +27,24 @@ PagedAttentionParams TableAttention(const BlockPool& pool, const PageTable& tabl
 }
 
 LocalAttention::LocalAttention(KvCache* cache, Backend* backend, AttentionShape shape)
-    : cache_(cache), backend_(backend), shape_(shape) {
+    : cache_(cache), capacity_(cache), backend_(backend), shape_(shape) {
   const KvCacheConfig& kc = cache->config();
   KVASIR_CHECK(kc.num_layers == shape.num_layers);
   KVASIR_CHECK(kc.num_kv_heads == shape.num_kv_heads);
   KVASIR_CHECK(kc.head_dim == shape.head_dim);
 }
 
-int64_t LocalAttention::BlocksForTokens(int64_t tokens) const {
+int64_t CacheCapacity::BlocksForTokens(int64_t tokens) const {
   const KvCacheConfig& k = cache_->config();
   return static_cast<int64_t>(k.num_layers) * k.num_kv_heads *
          ((tokens + k.block_size - 1) / k.block_size);
 }
 
-int64_t LocalAttention::BlocksNeeded(int64_t seq_id, int32_t n) const {
+int64_t CacheCapacity::BlocksNeeded(int64_t seq_id, int32_t n) const {
   return cache_->Contains(seq_id) ? cache_->BlocksNeeded(seq_id, n) : BlocksForTokens(n);
 }
 
-absl::Status LocalAttention::CheckFits(int64_t tokens) const {
+absl::Status CacheCapacity::CheckFits(int64_t tokens) const {
   if (BlocksForTokens(tokens) > cache_->pool().num_blocks()) {
     return absl::InvalidArgumentError(absl::StrCat(
         tokens, " tokens need more KV memory than this worker has (", cache_->pool().num_blocks(),
@@ -53,7 +53,7 @@ absl::Status LocalAttention::CheckFits(int64_t tokens) const {
   return absl::OkStatus();
 }
 
-absl::Status LocalAttention::Grow(int64_t seq_id, int32_t n) {
+absl::Status CacheCapacity::Grow(int64_t seq_id, int32_t n) {
   const bool created = !cache_->Contains(seq_id);
   if (created) RETURN_IF_ERROR(cache_->Create(seq_id));
   absl::Status st = cache_->Reserve(seq_id, n);
@@ -61,9 +61,7 @@ absl::Status LocalAttention::Grow(int64_t seq_id, int32_t n) {
   return st;
 }
 
-void LocalAttention::Release(int64_t seq_id) { cache_->Free(seq_id); }
-
-KvUsage LocalAttention::Usage() const {
+KvUsage CacheCapacity::Usage() const {
   return {cache_->pool().num_blocks(), cache_->pool().num_used()};
 }
 

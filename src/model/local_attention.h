@@ -25,6 +25,23 @@ PagedAttentionParams TableAttention(const BlockPool& pool, const PageTable& tabl
                                     int32_t head_dim, int32_t begin, int32_t end, const float* q,
                                     int32_t group, float* o, float* lse);
 
+// KvCapacity over a KvCache of this process: a sequence takes one page table per (layer,
+// kv_head), all of the same length.
+class CacheCapacity : public KvCapacity {
+ public:
+  explicit CacheCapacity(KvCache* cache) : cache_(cache) {}
+  absl::Status Grow(int64_t seq_id, int32_t n) override;
+  int64_t BlocksNeeded(int64_t seq_id, int32_t n) const override;
+  int64_t BlocksForTokens(int64_t tokens) const override;
+  void Release(int64_t seq_id) override { cache_->Free(seq_id); }
+  bool Contains(int64_t seq_id) const override { return cache_->Contains(seq_id); }
+  absl::Status CheckFits(int64_t tokens) const override;
+  KvUsage Usage() const override;
+
+ private:
+  KvCache* cache_;
+};
+
 class LocalAttention : public AttentionExecutor {
  public:
   LocalAttention(KvCache* cache, Backend* backend, AttentionShape shape);
@@ -33,18 +50,23 @@ class LocalAttention : public AttentionExecutor {
   // separately and merged; checks that split attention is exact.
   void set_split(int32_t tokens) { split_ = tokens; }
 
-  absl::Status Grow(int64_t seq_id, int32_t n) override;
-  int64_t BlocksNeeded(int64_t seq_id, int32_t n) const override;
-  int64_t BlocksForTokens(int64_t tokens) const override;
-  void Release(int64_t seq_id) override;
-  bool Contains(int64_t seq_id) const override { return cache_->Contains(seq_id); }
-  absl::Status CheckFits(int64_t tokens) const override;
-  KvUsage Usage() const override;
+  absl::Status Grow(int64_t seq_id, int32_t n) override { return capacity_.Grow(seq_id, n); }
+  int64_t BlocksNeeded(int64_t seq_id, int32_t n) const override {
+    return capacity_.BlocksNeeded(seq_id, n);
+  }
+  int64_t BlocksForTokens(int64_t tokens) const override {
+    return capacity_.BlocksForTokens(tokens);
+  }
+  void Release(int64_t seq_id) override { capacity_.Release(seq_id); }
+  bool Contains(int64_t seq_id) const override { return capacity_.Contains(seq_id); }
+  absl::Status CheckFits(int64_t tokens) const override { return capacity_.CheckFits(tokens); }
+  KvUsage Usage() const override { return capacity_.Usage(); }
   absl::Status BeginStep(std::span<const AttentionStepSeq> seqs) override;
   absl::Status Attend(int32_t layer, const float* qkv, int64_t qkv_stride, float* out) override;
 
  private:
   KvCache* cache_;
+  CacheCapacity capacity_;
   Backend* backend_;
   AttentionShape shape_;
   int32_t split_ = 0;

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "common/status.h"
@@ -20,12 +21,28 @@
 
 namespace kvasir {
 
+// Sampling a runner that can sample on its device does itself, for an entry whose caller needs
+// only the token (no penalties, no top logprobs): Sampler's order, temperature -> top-k ->
+// top-p -> min-p -> draw, with a counter-based RNG keyed by (seed, step), so a seeded request
+// gets the same tokens whatever else shares its batches.
+struct RunnerSampling {
+  float temperature = 0.0f;  // below kGreedyTemperature: argmax
+  int32_t top_k = 0;         // <= 0: off
+  float top_p = 1.0f;
+  float min_p = 0.0f;
+  uint64_t seed = 0;
+  uint64_t step = 0;         // tokens the sequence has sampled before
+};
+
 struct SequenceInput {
   int64_t seq_id = 0;            // must exist in the KV cache (KvCache::Create)
   std::vector<int32_t> tokens;   // [n] new tokens, n >= 1
   int32_t start_pos = 0;         // position of tokens[0]
   bool want_logits = true;       // false for non-final prefill chunks
   bool all_logits = false;       // logits for every token instead of only the last
+  // With want_logits and not all_logits: a runner with samples_on_device() samples the token
+  // itself (ForwardResult::sampled) and returns no logits row for the entry.
+  std::optional<RunnerSampling> sampling = std::nullopt;
 };
 
 struct ForwardResult {
@@ -33,6 +50,10 @@ struct ForwardResult {
   std::vector<int32_t> first_row;  // [batch] first logits row of each entry (-1: none)
   std::vector<int32_t> num_rows;   // [batch]
   int32_t vocab_size = 0;
+  // [batch] token the runner sampled for the entry (SequenceInput::sampling), -1 for none, and
+  // its log-softmax under the raw logits. Empty when the runner sampled nothing.
+  std::vector<int32_t> sampled;
+  std::vector<float> sampled_logprob;
   const float* row(int32_t r) const { return logits.data() + static_cast<int64_t>(r) * vocab_size; }
 };
 
@@ -47,7 +68,21 @@ absl::Status ValidateSequenceInputs(const ModelConfig& c, const std::vector<Sequ
 std::vector<int32_t> SelectLogitRows(const std::vector<SequenceInput>& batch, int32_t vocab_size,
                                      ForwardResult* out);
 
-class ModelRunner {
+// What the engine drives: one batched forward step, and where the KV of its sequences lives.
+class StepRunner {
+ public:
+  virtual ~StepRunner() = default;
+  virtual absl::StatusOr<ForwardResult> Forward(const std::vector<SequenceInput>& batch) = 0;
+  virtual const ModelConfig& config() const = 0;
+  // The scheduler grows and frees the sequences' KV here.
+  virtual KvCapacity* kv() = 0;
+  // True when Forward() honours SequenceInput::sampling.
+  virtual bool samples_on_device() const { return false; }
+};
+
+// Runs on the CPU backend; attention through an AttentionExecutor. Ignores
+// SequenceInput::sampling (always returns logits).
+class ModelRunner : public StepRunner {
  public:
   // Attention over a KV cache of this process.
   ModelRunner(const ModelWeights* weights, Backend* backend, KvCache* cache);
@@ -57,7 +92,7 @@ class ModelRunner {
   // Validates the whole batch before touching the cache: unknown sequences, empty inputs,
   // token ids outside the vocabulary and positions past the context are InvalidArgument; a
   // full cache is ResourceExhausted.
-  absl::StatusOr<ForwardResult> Forward(const std::vector<SequenceInput>& batch);
+  absl::StatusOr<ForwardResult> Forward(const std::vector<SequenceInput>& batch) override;
 
   // Cuts each attention range into segments of at most `tokens` (0: one segment), computed
   // separately and merged; used to check that distributed attention is exact.
@@ -66,7 +101,8 @@ class ModelRunner {
     if (local_) local_->set_split(tokens);
   }
 
-  const ModelConfig& config() const { return weights_->config; }
+  const ModelConfig& config() const override { return weights_->config; }
+  KvCapacity* kv() override { return attention_; }
   AttentionExecutor* attention() { return attention_; }
 
  private:

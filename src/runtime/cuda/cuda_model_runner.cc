@@ -6,11 +6,14 @@
 
 #include "kernels/activation/silu_mul.cuh"
 #include "kernels/attention/paged_decode.cuh"
+#include "kernels/attention/paged_prefill.cuh"
 #include "kernels/embedding/embedding.cuh"
 #include "kernels/kv_append/kv_append.cuh"
 #include "kernels/norm/rms_norm.cuh"
 #include "kernels/rope/rope.cuh"
+#include "kernels/sampling/sampling.cuh"
 #include "runtime/cuda/cast.cuh"
+#include "runtime/cuda/step_kernels.cuh"
 
 namespace kvasir {
 
@@ -69,13 +72,13 @@ absl::Status UploadF32(const float* src, int64_t n, cuda_internal::DeviceBuffer*
 
 constexpr size_t kLtWorkspaceBytes = size_t{32} << 20;
 
-KvCacheConfig CacheConfigOf(const ModelConfig& c, const CudaModelRunnerOptions& o) {
+KvCacheConfig CacheConfigOf(const ModelConfig& c, int32_t block_size, int32_t num_blocks) {
   KvCacheConfig k;
   k.num_layers = c.num_layers;
   k.num_kv_heads = c.num_kv_heads;
   k.head_dim = c.head_dim;
-  k.block_size = o.block_size;
-  k.num_blocks = o.num_blocks;
+  k.block_size = block_size;
+  k.num_blocks = num_blocks;
   k.host_storage = false;
   return k;
 }
@@ -111,7 +114,7 @@ void GemmPlan::Reset() {
 }  // namespace cuda_internal
 
 CudaModelRunner::CudaModelRunner(const ModelWeights* weights, const CudaModelRunnerOptions& options)
-    : weights_(weights), options_(options), cache_(CacheConfigOf(weights->config, options)) {}
+    : weights_(weights), options_(options) {}
 
 CudaModelRunner::~CudaModelRunner() {
   for (cuda_internal::GemmPlan* p :
@@ -134,9 +137,11 @@ absl::StatusOr<std::unique_ptr<CudaModelRunner>> CudaModelRunner::Create(
       static_cast<int32_t>(weights->layers.size()) != c.num_layers) {
     return absl::InvalidArgumentError("CudaModelRunner needs loaded weights (not config-only)");
   }
-  if (options.block_size < 1 || options.num_blocks < 1 || options.attention_split < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("bad KV pool: ", options.num_blocks,
-                                                   " blocks of ", options.block_size, " tokens"));
+  if (options.block_size < 1 || options.num_blocks < 0 || options.attention_split < 0 ||
+      options.max_seqs < 1 || !(options.memory_fraction > 0.0 && options.memory_fraction <= 1.0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "bad KV pool: ", options.num_blocks, " blocks of ", options.block_size, " tokens, ",
+        options.max_seqs, " sequences, memory fraction ", options.memory_fraction));
   }
   const int32_t hd = c.head_dim;
   if (hd != 8 && hd != 32 && hd != 64 && hd != 128 && hd != 256) {
@@ -202,10 +207,105 @@ absl::Status CudaModelRunner::Init() {
     RETURN_IF_ERROR(UploadBf16(w.w_gate_up, 2 * inter * d, &dl.w_gate_up));
     RETURN_IF_ERROR(UploadBf16(w.w_down, d * inter, &dl.w_down));
   }
-  const size_t pool_bytes = static_cast<size_t>(options_.num_blocks) * options_.block_size *
-                            c.head_dim * sizeof(__nv_bfloat16);
+
+  // KV pool: K and V of one block, plus its share of the page-table mirror.
+  const int64_t tables_per_seq = int64_t{c.num_layers} * c.num_kv_heads;
+  const int64_t ctx_blocks =
+      (int64_t{c.max_position_embeddings} + options_.block_size - 1) / options_.block_size;
+  const int64_t block_bytes =
+      int64_t{2} * options_.block_size * c.head_dim * int64_t{sizeof(__nv_bfloat16)};
+  int64_t num_blocks = options_.num_blocks;
+  if (num_blocks == 0) {
+    size_t free_b = 0, total_b = 0;
+    CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free_b, &total_b));
+    const double budget = options_.memory_fraction * static_cast<double>(total_b) -
+                          static_cast<double>(total_b - free_b) - kScratchReserveBytes -
+                          static_cast<double>(options_.max_seqs) * tables_per_seq * ctx_blocks *
+                              sizeof(int32_t);
+    num_blocks = std::min<int64_t>(static_cast<int64_t>(budget / block_bytes), INT32_MAX);
+    if (num_blocks < tables_per_seq) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "no device memory left for the KV cache: ", free_b >> 20, " MiB free of ",
+          total_b >> 20, " MiB after the weights, ", kScratchReserveBytes >> 20,
+          " MiB kept for activations"));
+    }
+  }
+  max_blocks_ = static_cast<int32_t>(std::min(ctx_blocks, num_blocks / tables_per_seq));
+  const int64_t mirror = int64_t{options_.max_seqs} * tables_per_seq * std::max(max_blocks_, 1);
+  if (mirror > INT32_MAX) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "page-table mirror of ", mirror, " entries does not fit int32 offsets: lower max_seqs"));
+  }
+  cache_ = std::make_unique<KvCache>(
+      CacheConfigOf(c, options_.block_size, static_cast<int32_t>(num_blocks)));
+  capacity_ = std::make_unique<SlotCapacity>(cache_.get(), this);
+  for (int32_t i = options_.max_seqs - 1; i >= 0; --i) free_slots_.push_back(i);
+  RETURN_IF_ERROR(tables_.Grow(std::max<int64_t>(mirror, 1) * sizeof(int32_t)));
+  CUDA_RETURN_IF_ERROR(cudaMemset(tables_.as<void>(), 0, std::max<int64_t>(mirror, 1) * sizeof(int32_t)));
+  const size_t pool_bytes = static_cast<size_t>(num_blocks) * block_bytes / 2;
   RETURN_IF_ERROR(k_pool_.Grow(pool_bytes));
   RETURN_IF_ERROR(v_pool_.Grow(pool_bytes));
+  return absl::OkStatus();
+}
+
+void CudaModelRunner::DropSlot(int64_t seq_id) {
+  auto it = slot_of_.find(seq_id);
+  if (it == slot_of_.end()) return;
+  free_slots_.push_back(it->second.slot);
+  slot_of_.erase(it);
+}
+
+absl::Status CudaModelRunner::SyncTables(const std::vector<SequenceInput>& batch,
+                                         std::vector<int32_t>* slots) {
+  const ModelConfig& c = weights_->config;
+  const int32_t L = c.num_layers, KVH = c.num_kv_heads;
+  pairs_host_.clear();
+  slots->resize(batch.size());
+  for (size_t b = 0; b < batch.size(); ++b) {
+    const int64_t id = batch[b].seq_id;
+    const uint64_t gen = cache_->Generation(id);
+    auto it = slot_of_.find(id);
+    if (it != slot_of_.end() && it->second.generation != gen) {
+      it->second = SlotState{it->second.slot, gen, 0};  // freed and created again
+    }
+    if (it == slot_of_.end()) {
+      if (free_slots_.empty()) {
+        // Sequences freed through cache() directly still hold their slot: take those back.
+        for (auto s = slot_of_.begin(); s != slot_of_.end();) {
+          if (cache_->Generation(s->first) != s->second.generation) {
+            free_slots_.push_back(s->second.slot);
+            s = slot_of_.erase(s);
+          } else {
+            ++s;
+          }
+        }
+      }
+      if (free_slots_.empty()) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "the CUDA runner holds KV for at most ", options_.max_seqs, " sequences"));
+      }
+      it = slot_of_.emplace(id, SlotState{free_slots_.back(), gen, 0}).first;
+      free_slots_.pop_back();
+    }
+    SlotState& st = it->second;
+    (*slots)[b] = st.slot;
+    const int32_t nb = static_cast<int32_t>(cache_->table(id, 0, 0).blocks.size());
+    if (nb > max_blocks_) {
+      return absl::InternalError(absl::StrCat("sequence ", id, " has ", nb,
+                                              " blocks per table, the mirror holds ", max_blocks_));
+    }
+    for (int32_t l = 0; l < L; ++l) {
+      for (int32_t h = 0; h < KVH; ++h) {
+        const std::vector<int32_t>& blocks = cache_->table(id, l, h).blocks;
+        const int64_t base = ((int64_t{st.slot} * L + l) * KVH + h) * max_blocks_;
+        for (int32_t i = st.uploaded_blocks; i < nb; ++i) {
+          pairs_host_.push_back(static_cast<int32_t>(base + i));
+          pairs_host_.push_back(blocks[i]);
+        }
+      }
+    }
+    st.uploaded_blocks = nb;
+  }
   return absl::OkStatus();
 }
 
@@ -277,7 +377,7 @@ absl::StatusOr<ForwardResult> CudaModelRunner::Forward(const std::vector<Sequenc
   const int32_t bs = options_.block_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
 
-  RETURN_IF_ERROR(ValidateBatch(c, cache_, batch));
+  RETURN_IF_ERROR(ValidateBatch(c, *cache_, batch));
   CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
   int64_t T = 0;
   for (const SequenceInput& s : batch) T += static_cast<int64_t>(s.tokens.size());
@@ -287,7 +387,7 @@ absl::StatusOr<ForwardResult> CudaModelRunner::Forward(const std::vector<Sequenc
     return empty;
   }
   for (const SequenceInput& s : batch) {
-    RETURN_IF_ERROR(cache_.Reserve(s.seq_id, static_cast<int32_t>(s.tokens.size())));
+    RETURN_IF_ERROR(cache_->Reserve(s.seq_id, static_cast<int32_t>(s.tokens.size())));
   }
 
   // ---- Rows that get logits.
@@ -295,66 +395,81 @@ absl::StatusOr<ForwardResult> CudaModelRunner::Forward(const std::vector<Sequenc
   const std::vector<int32_t> rows = SelectLogitRows(batch, c.vocab_size, &out);
   const int64_t R = static_cast<int64_t>(rows.size());
 
-  // ---- Step metadata, built on the host and uploaded once. Items are (token, kv_head), item
-  // i = t * KVH + h; every layer has its own page tables, so its own CSR offsets and slots.
-  // meta (int32): ids [T] | positions [T] | begin [I] | end [I] | logit rows [R]
-  //               | offsets [L, I + 1] | block ids [L * Σ_i blocks(i)]
-  const int64_t I = T * KVH;
-  std::vector<int32_t> ids(T), positions(T), end(I);
-  std::vector<int64_t> seq_of_row(T);
-  int32_t max_kv_len = 0;
-  int64_t blocks_per_layer = 0;
-  {
-    int64_t r = 0;
-    for (size_t b = 0; b < batch.size(); ++b) {
-      for (size_t i = 0; i < batch[b].tokens.size(); ++i, ++r) {
-        ids[r] = batch[b].tokens[i];
-        positions[r] = batch[b].start_pos + static_cast<int32_t>(i);
-        seq_of_row[r] = static_cast<int64_t>(b);
-        for (int32_t h = 0; h < KVH; ++h) end[r * KVH + h] = positions[r] + 1;
-        max_kv_len = std::max(max_kv_len, positions[r] + 1);
-        blocks_per_layer += KVH * ((positions[r] + bs) / bs);
-      }
+  std::vector<int32_t> seq_slot;
+  RETURN_IF_ERROR(SyncTables(batch, &seq_slot));
+
+  // ---- Step metadata, built on the host and uploaded once (int32):
+  //   ids [T] | positions [T] | row_slot [T] | begin [I] | end [I] | item_offset [I]
+  //   | logit rows [R] | chunk row_start [S + 1] | chunk pos0 [S] | chunk table offset [S, KVH]
+  // The step's rows are reordered on the device: the rows of the S multi-token entries
+  // (prefill chunks, P rows, attended by the prefill kernel) first, in batch order, then one
+  // row per single-token entry (decode rows, attended by the decode kernel). Every other op is
+  // row-wise, so only the logit rows need mapping back. Decode items are (decode row, kv_head),
+  // item i = t * KVH + h over rows P + t. Table offsets point into the mirror's layer 0; layer
+  // l passes block_ids = tables_ + l * KVH * max_blocks_.
+  const int64_t layer_stride = int64_t{KVH} * max_blocks_;
+  const int64_t seq_stride = int64_t{L} * layer_stride;
+  int64_t S = 0, P = 0;
+  int32_t max_chunk = 0;
+  for (const SequenceInput& s : batch) {
+    if (s.tokens.size() > 1) {
+      ++S;
+      P += static_cast<int64_t>(s.tokens.size());
+      max_chunk = std::max(max_chunk, static_cast<int32_t>(s.tokens.size()));
     }
   }
-  const int64_t off_ids = 0, off_pos = T, off_begin = 2 * T, off_end = 2 * T + I;
-  const int64_t off_rows = 2 * T + 2 * I, off_offsets = off_rows + R;
-  const int64_t off_blocks = off_offsets + L * (I + 1);
-  const int64_t meta_len = off_blocks + L * blocks_per_layer;
-  if (meta_len > INT32_MAX) return absl::InvalidArgumentError("step too large");
+  const int64_t I = (T - P) * KVH;  // decode items
+  const int64_t off_ids = 0, off_pos = T, off_row_slot = 2 * T, off_begin = 3 * T;
+  const int64_t off_end = off_begin + I, off_item = off_end + I, off_rows = off_item + I;
+  const int64_t off_chunk_start = off_rows + R, off_chunk_pos = off_chunk_start + S + 1;
+  const int64_t off_chunk_table = off_chunk_pos + S;
+  const int64_t meta_len = off_chunk_table + S * KVH;
   meta_host_.resize(meta_len);
-  slots_host_.resize(static_cast<size_t>(L) * I);
-  std::copy(ids.begin(), ids.end(), meta_host_.begin() + off_ids);
-  std::copy(positions.begin(), positions.end(), meta_host_.begin() + off_pos);
-  std::fill(meta_host_.begin() + off_begin, meta_host_.begin() + off_end, 0);
-  std::copy(end.begin(), end.end(), meta_host_.begin() + off_end);
-  std::copy(rows.begin(), rows.end(), meta_host_.begin() + off_rows);
+  std::vector<int32_t> new_row(T);  // step row (batch order) -> device row
+  int32_t max_kv_len = 0;
   {
-    int64_t cursor = 0;  // within the block ids of all layers
-    for (int32_t l = 0; l < L; ++l) {
-      int32_t* offsets = meta_host_.data() + off_offsets + l * (I + 1);
-      for (int64_t r = 0; r < T; ++r) {
-        const int64_t seq_id = batch[seq_of_row[r]].seq_id;
+    int64_t r = 0, chunk = 0, next_prefill = 0, next_decode = P;
+    meta_host_[off_chunk_start] = 0;
+    for (size_t b = 0; b < batch.size(); ++b) {
+      const SequenceInput& s = batch[b];
+      const bool prefill = s.tokens.size() > 1;
+      const int64_t seq_base = int64_t{seq_slot[b]} * seq_stride;
+      if (prefill) {
+        meta_host_[off_chunk_pos + chunk] = s.start_pos;
         for (int32_t h = 0; h < KVH; ++h) {
-          const int64_t item = r * KVH + h;
-          const PageTable& t = cache_.table(seq_id, l, h);
-          const int32_t pos = positions[r];
-          offsets[item] = static_cast<int32_t>(cursor);
-          const int32_t nb = (pos + bs) / bs;  // blocks covering [0, pos]
-          std::copy(t.blocks.begin(), t.blocks.begin() + nb,
-                    meta_host_.begin() + off_blocks + cursor);
-          cursor += nb;
-          slots_host_[l * I + item] = int64_t{t.blocks[pos / bs]} * bs + pos % bs;
+          meta_host_[off_chunk_table + chunk * KVH + h] =
+              static_cast<int32_t>(seq_base + int64_t{h} * max_blocks_);
         }
       }
-      offsets[I] = static_cast<int32_t>(cursor);
+      for (size_t i = 0; i < s.tokens.size(); ++i, ++r) {
+        const int32_t pos = s.start_pos + static_cast<int32_t>(i);
+        const int64_t row = prefill ? next_prefill++ : next_decode++;
+        new_row[r] = static_cast<int32_t>(row);
+        meta_host_[off_ids + row] = s.tokens[i];
+        meta_host_[off_pos + row] = pos;
+        meta_host_[off_row_slot + row] = seq_slot[b];
+        if (prefill) continue;
+        for (int32_t h = 0; h < KVH; ++h) {
+          const int64_t item = (row - P) * KVH + h;
+          meta_host_[off_begin + item] = 0;
+          meta_host_[off_end + item] = pos + 1;
+          meta_host_[off_item + item] = static_cast<int32_t>(seq_base + int64_t{h} * max_blocks_);
+        }
+        max_kv_len = std::max(max_kv_len, pos + 1);
+      }
+      if (prefill) {
+        ++chunk;
+        meta_host_[off_chunk_start + chunk] = static_cast<int32_t>(next_prefill);
+      }
     }
   }
+  for (int64_t k = 0; k < R; ++k) meta_host_[off_rows + k] = new_row[rows[k]];
+  const bool any_decode = I > 0;
 
   // ---- Scratch (grown before the layer loop; nothing is allocated inside it).
   cuda::PagedDecodePlan plan = cuda::PlanPagedDecode(
       static_cast<int32_t>(I), G, static_cast<int32_t>(hd), max_kv_len, num_sms_);
-  if (options_.attention_split > 0) {
+  if (options_.attention_split > 0 && any_decode) {
     plan.kv_chunk_size = options_.attention_split;
     plan.num_splits = (max_kv_len + plan.kv_chunk_size - 1) / plan.kv_chunk_size;
     plan.workspace_o_elems = I * plan.num_splits * G * hd;
@@ -367,7 +482,7 @@ absl::StatusOr<ForwardResult> CudaModelRunner::Forward(const std::vector<Sequenc
   RETURN_IF_ERROR(qkv_.Grow(T * qkv_dim * sizeof(float)));
   RETURN_IF_ERROR(q_.Grow(T * qd * sizeof(float)));
   RETURN_IF_ERROR(attn_.Grow(T * qd * sizeof(float)));
-  RETURN_IF_ERROR(lse_.Grow(I * G * sizeof(float)));
+  RETURN_IF_ERROR(lse_.Grow(std::max<int64_t>(I, 1) * G * sizeof(float)));
   RETURN_IF_ERROR(tmp_.Grow(T * d * sizeof(float)));
   RETURN_IF_ERROR(gate_up_.Grow(T * 2 * inter * sizeof(float)));
   RETURN_IF_ERROR(act_.Grow(T * inter * sizeof(float)));
@@ -376,7 +491,8 @@ absl::StatusOr<ForwardResult> CudaModelRunner::Forward(const std::vector<Sequenc
   RETURN_IF_ERROR(ws_o_.Grow(std::max<int64_t>(plan.workspace_o_elems, 1) * sizeof(float)));
   RETURN_IF_ERROR(ws_lse_.Grow(std::max<int64_t>(plan.workspace_lse_elems, 1) * sizeof(float)));
   RETURN_IF_ERROR(meta_.Grow(meta_len * sizeof(int32_t)));
-  RETURN_IF_ERROR(slots_.Grow(slots_host_.size() * sizeof(int64_t)));
+  RETURN_IF_ERROR(slots_.Grow(L * T * KVH * sizeof(int64_t)));
+  RETURN_IF_ERROR(pairs_.Grow(std::max<size_t>(pairs_host_.size(), 2) * sizeof(int32_t)));
   RETURN_IF_ERROR(PrepareGemm(&gemm_qkv_, T));
   RETURN_IF_ERROR(PrepareGemm(&gemm_o_, T));
   RETURN_IF_ERROR(PrepareGemm(&gemm_gate_up_, T));
@@ -386,10 +502,29 @@ absl::StatusOr<ForwardResult> CudaModelRunner::Forward(const std::vector<Sequenc
   CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(meta_.as<void>(), meta_host_.data(),
                                        meta_len * sizeof(int32_t), cudaMemcpyHostToDevice,
                                        stream_));
-  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(slots_.as<void>(), slots_host_.data(),
-                                       slots_host_.size() * sizeof(int64_t), cudaMemcpyHostToDevice,
-                                       stream_));
   const int32_t* d_meta = meta_.as<int32_t>();
+  // Mirror updates, then the KV-append slots of every layer from the mirror.
+  if (!pairs_host_.empty()) {
+    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(pairs_.as<void>(), pairs_host_.data(),
+                                         pairs_host_.size() * sizeof(int32_t),
+                                         cudaMemcpyHostToDevice, stream_));
+    CUDA_RETURN_IF_ERROR(cuda::InvokeScatterInt32(
+        pairs_.as<int2>(), static_cast<int64_t>(pairs_host_.size() / 2), tables_.as<int32_t>(),
+        stream_));
+  }
+  {
+    cuda::KvSlotsParams p;
+    p.tables = tables_.as<int32_t>();
+    p.row_slot = d_meta + off_row_slot;
+    p.positions = d_meta + off_pos;
+    p.T = static_cast<int32_t>(T);
+    p.num_layers = L;
+    p.num_kv_heads = KVH;
+    p.max_blocks = max_blocks_;
+    p.block_size = bs;
+    p.slots = slots_.as<int64_t>();
+    CUDA_RETURN_IF_ERROR(cuda::InvokeKvSlots(p, stream_));
+  }
   float* x = x_.as<float>();
   float* h = h_.as<float>();
   __nv_bfloat16* xb = xb_.as<__nv_bfloat16>();
@@ -445,7 +580,7 @@ absl::StatusOr<ForwardResult> CudaModelRunner::Forward(const std::vector<Sequenc
       p.n = static_cast<int32_t>(T);
       p.num_heads = KVH;
       p.head_dim = static_cast<int32_t>(hd);
-      p.slot_mapping = slots_.as<int64_t>() + l * I;
+      p.slot_mapping = slots_.as<int64_t>() + l * T * KVH;
       p.k_pool = k_pool_.as<__nv_bfloat16>();
       p.v_pool = v_pool_.as<__nv_bfloat16>();
       CUDA_RETURN_IF_ERROR(cuda::InvokeKvAppend(p, stream_));
@@ -454,16 +589,17 @@ absl::StatusOr<ForwardResult> CudaModelRunner::Forward(const std::vector<Sequenc
     CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(q_.as<void>(), qd * sizeof(float), qkv,
                                            qkv_dim * sizeof(float), qd * sizeof(float), T,
                                            cudaMemcpyDeviceToDevice, stream_));
-    {
+    const int32_t* layer_tables = tables_.as<int32_t>() + l * layer_stride;
+    if (any_decode) {
       cuda::PagedDecodeParams<__nv_bfloat16> p;
       p.k_pool = k_pool_.as<__nv_bfloat16>();
       p.v_pool = v_pool_.as<__nv_bfloat16>();
-      p.block_table_offsets = d_meta + off_offsets + l * (I + 1);
-      p.block_ids = d_meta + off_blocks;
+      p.block_table_offsets = d_meta + off_item;
+      p.block_ids = layer_tables;
       p.begin = d_meta + off_begin;
       p.end = d_meta + off_end;
-      p.q = q_.as<float>();
-      p.o = attn_.as<float>();
+      p.q = q_.as<float>() + P * qd;
+      p.o = attn_.as<float>() + P * qd;
       p.lse = lse_.as<float>();
       p.num_items = static_cast<int32_t>(I);
       p.block_size = bs;
@@ -475,6 +611,27 @@ absl::StatusOr<ForwardResult> CudaModelRunner::Forward(const std::vector<Sequenc
       p.workspace_o = ws_o_.as<float>();
       p.workspace_lse = ws_lse_.as<float>();
       CUDA_RETURN_IF_ERROR(cuda::InvokePagedDecode(p, stream_));
+    }
+    if (S > 0) {
+      cuda::PagedPrefillParams<__nv_bfloat16> p;
+      p.k_pool = k_pool_.as<__nv_bfloat16>();
+      p.v_pool = v_pool_.as<__nv_bfloat16>();
+      p.block_table_offsets = d_meta + off_chunk_table;
+      p.block_ids = layer_tables;
+      p.row_start = d_meta + off_chunk_start;
+      p.pos0 = d_meta + off_chunk_pos;
+      p.q = q_.as<float>();
+      p.q_row_stride = qd;
+      p.o = attn_.as<float>();
+      p.o_row_stride = qd;
+      p.num_seqs = static_cast<int32_t>(S);
+      p.num_kv_heads = KVH;
+      p.group = G;
+      p.head_dim = static_cast<int32_t>(hd);
+      p.block_size = bs;
+      p.max_rows = max_chunk;
+      p.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+      CUDA_RETURN_IF_ERROR(cuda::InvokePagedPrefill(p, stream_));
     }
     CUDA_RETURN_IF_ERROR(cuda::InvokeCastToBf16(attn_.as<float>(), xb, T * qd, stream_));
     RETURN_IF_ERROR(Gemm(gemm_o_, xb, lw.wo.as<__nv_bfloat16>(), tmp));
@@ -528,14 +685,76 @@ absl::StatusOr<ForwardResult> CudaModelRunner::Forward(const std::vector<Sequenc
     CUDA_RETURN_IF_ERROR(cuda::InvokeEmbedding(gather, stream_));
     const __nv_bfloat16* lm_head = lm_head_tied_ ? embed : lm_head_.as<__nv_bfloat16>();
     RETURN_IF_ERROR(Gemm(gemm_lm_head_, sel_.as<__nv_bfloat16>(), lm_head, logits_.as<float>()));
-    out.logits.resize(R * c.vocab_size);
-    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out.logits.data(), logits_.as<void>(),
-                                         R * c.vocab_size * sizeof(float), cudaMemcpyDeviceToHost,
-                                         stream_));
+    // Entries with `sampling` are sampled here (their last logits row); the logits travel to
+    // the host only when some entry samples there.
+    bool host_logits = false, device_sampling = false;
+    for (const SequenceInput& s : batch) {
+      if (!s.want_logits) continue;
+      if (s.sampling && !s.all_logits) {
+        device_sampling = true;
+      } else {
+        host_logits = true;
+      }
+    }
+    if (device_sampling) {
+      std::vector<cuda::SampleRowParams> params(R);  // greedy for rows nobody reads
+      for (size_t b = 0; b < batch.size(); ++b) {
+        const SequenceInput& s = batch[b];
+        if (!s.want_logits || !s.sampling || s.all_logits) continue;
+        cuda::SampleRowParams& sp = params[out.first_row[b] + out.num_rows[b] - 1];
+        sp.temperature = s.sampling->temperature;
+        sp.top_k = s.sampling->top_k > 0 ? s.sampling->top_k : -1;
+        sp.top_p = s.sampling->top_p;
+        sp.min_p = s.sampling->min_p;
+        sp.seed = s.sampling->seed;
+        sp.step = s.sampling->step;
+      }
+      RETURN_IF_ERROR(sample_params_.Grow(R * sizeof(cuda::SampleRowParams)));
+      RETURN_IF_ERROR(sampled_.Grow(R * (sizeof(int32_t) + sizeof(float))));
+      CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(sample_params_.as<void>(), params.data(),
+                                           R * sizeof(cuda::SampleRowParams),
+                                           cudaMemcpyHostToDevice, stream_));
+      cuda::SampleParams sp;
+      sp.logits = logits_.as<float>();
+      sp.logits_stride = c.vocab_size;
+      sp.rows = static_cast<int32_t>(R);
+      sp.vocab = c.vocab_size;
+      sp.params = sample_params_.as<cuda::SampleRowParams>();
+      sp.out_tokens = sampled_.as<int32_t>();
+      sp.out_logprobs = reinterpret_cast<float*>(sampled_.as<int32_t>() + R);
+      CUDA_RETURN_IF_ERROR(cuda::InvokeSample(sp, stream_));
+      sample_host_.resize(R * (sizeof(int32_t) + sizeof(float)));
+      CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(sample_host_.data(), sampled_.as<void>(),
+                                           sample_host_.size(), cudaMemcpyDeviceToHost, stream_));
+    }
+    if (host_logits) {
+      out.logits.resize(R * c.vocab_size);
+      CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out.logits.data(), logits_.as<void>(),
+                                           R * c.vocab_size * sizeof(float),
+                                           cudaMemcpyDeviceToHost, stream_));
+    }
+    CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    if (device_sampling) {
+      out.sampled.assign(batch.size(), -1);
+      out.sampled_logprob.assign(batch.size(), 0.0f);
+      const int32_t* tokens = reinterpret_cast<const int32_t*>(sample_host_.data());
+      const float* logprobs = reinterpret_cast<const float*>(sample_host_.data() + R * sizeof(int32_t));
+      for (size_t b = 0; b < batch.size(); ++b) {
+        const SequenceInput& s = batch[b];
+        if (!s.want_logits || !s.sampling || s.all_logits) continue;
+        const int32_t row = out.first_row[b] + out.num_rows[b] - 1;
+        out.sampled[b] = tokens[row];
+        out.sampled_logprob[b] = logprobs[row];
+        if (!host_logits) {
+          out.first_row[b] = -1;
+          out.num_rows[b] = 0;
+        }
+      }
+    }
   }
   CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   for (const SequenceInput& s : batch) {
-    cache_.Advance(s.seq_id, static_cast<int32_t>(s.tokens.size()));
+    cache_->Advance(s.seq_id, static_cast<int32_t>(s.tokens.size()));
   }
   return out;
 }

@@ -12,7 +12,14 @@
 // merge as PlanPagedDecode chooses.
 //
 // KV bookkeeping (page tables, free blocks) is a KvCache without host rows; the block ids index
-// the device pool. Sequences are created and freed through cache().
+// the device pool. The page tables are mirrored on the device, one row of tables per sequence
+// slot (at most max_seqs sequences at once); each step uploads only the block ids added since
+// the last one and computes the KV-append slots there, so a step's host work and PCIe traffic
+// do not grow with the context. Sequences are created through cache() or kv()->Grow() and
+// freed through kv()->Release() (a cache().Free() is noticed too: see KvCache::Generation).
+//
+// Sampling: entries with SequenceInput::sampling are sampled on the device
+// (kernels/sampling/), and only token ids come back; other entries get fp32 logits.
 #pragma once
 
 #include <cublasLt.h>
@@ -21,10 +28,12 @@
 
 #include <cstdint>
 #include <memory>
+#include <unordered_map>
 #include <vector>
 
 #include "common/status.h"
 #include "kvcache/kv_cache.h"
+#include "model/local_attention.h"
 #include "model/model_runner.h"
 #include "model/weights.h"
 
@@ -34,7 +43,12 @@ struct CudaModelRunnerOptions {
   int32_t device = 0;
   int32_t block_size = 16;
   // Blocks of the device KV pool; one block holds block_size tokens of one (layer, kv_head).
+  // 0: as many as fit in memory_fraction of the device memory once the weights are loaded and
+  // kScratchReserveBytes are set aside for activations.
   int32_t num_blocks = 0;
+  double memory_fraction = 0.9;
+  // Sequences that can hold KV at once (rows of the device page-table mirror).
+  int32_t max_seqs = 256;
   // Tokens per split-KV chunk of the attention (0: PlanPagedDecode decides); a fixed split
   // checks that the split + merge path is exact, as ModelRunner::set_attention_split does.
   int32_t attention_split = 0;
@@ -71,8 +85,11 @@ struct GemmPlan {
 
 }  // namespace cuda_internal
 
-class CudaModelRunner {
+class CudaModelRunner : public StepRunner {
  public:
+  // Device memory kept free for activations and cuBLASLt when the pool is sized automatically.
+  static constexpr size_t kScratchReserveBytes = size_t{3} << 30;
+
   // Uploads the weights (Llama family; head_dim must be one InvokePagedDecode supports) and
   // allocates the KV pool. FailedPrecondition without a device, InternalError on CUDA errors.
   static absl::StatusOr<std::unique_ptr<CudaModelRunner>> Create(
@@ -85,14 +102,16 @@ class CudaModelRunner {
   // repeated sequences, empty inputs, token ids outside the vocabulary, positions past the
   // context are InvalidArgument; a full pool is ResourceExhausted). In addition start_pos must
   // equal the sequence's cached length. CUDA and cuBLAS failures are InternalError.
-  absl::StatusOr<ForwardResult> Forward(const std::vector<SequenceInput>& batch);
+  absl::StatusOr<ForwardResult> Forward(const std::vector<SequenceInput>& batch) override;
 
   // The checks Forward() makes before touching any state (no device needed).
   static absl::Status ValidateBatch(const ModelConfig& config, const KvCache& cache,
                                     const std::vector<SequenceInput>& batch);
 
-  KvCache& cache() { return cache_; }
-  const ModelConfig& config() const { return weights_->config; }
+  KvCache& cache() { return *cache_; }
+  const ModelConfig& config() const override { return weights_->config; }
+  KvCapacity* kv() override { return capacity_.get(); }
+  bool samples_on_device() const override { return true; }
 
  private:
   struct DeviceLayer {
@@ -104,15 +123,43 @@ class CudaModelRunner {
     cuda_internal::DeviceBuffer w_down;     // [hidden, intermediate] bf16
   };
 
+  // The cache's capacity; Release also frees the sequence's slot.
+  class SlotCapacity : public CacheCapacity {
+   public:
+    SlotCapacity(KvCache* cache, CudaModelRunner* runner)
+        : CacheCapacity(cache), runner_(runner) {}
+    void Release(int64_t seq_id) override {
+      CacheCapacity::Release(seq_id);
+      runner_->DropSlot(seq_id);
+    }
+
+   private:
+    CudaModelRunner* runner_;
+  };
+  struct SlotState {
+    int32_t slot = 0;
+    uint64_t generation = 0;      // KvCache::Generation when the slot was assigned
+    int32_t uploaded_blocks = 0;  // block ids per table already in the device mirror
+  };
+
   CudaModelRunner(const ModelWeights* weights, const CudaModelRunnerOptions& options);
   absl::Status Init();
+  void DropSlot(int64_t seq_id);
+  // Gives every sequence of the batch a slot and queues the block ids its tables gained since
+  // the last upload into pairs_host_ (device index, block id). ResourceExhausted when more
+  // than max_seqs sequences hold KV.
+  absl::Status SyncTables(const std::vector<SequenceInput>& batch, std::vector<int32_t>* slots);
   absl::Status PrepareGemm(cuda_internal::GemmPlan* plan, int64_t m);
   absl::Status Gemm(const cuda_internal::GemmPlan& plan, const __nv_bfloat16* x,
                     const __nv_bfloat16* w, float* y);
 
   const ModelWeights* weights_;
   CudaModelRunnerOptions options_;
-  KvCache cache_;
+  std::unique_ptr<KvCache> cache_;
+  std::unique_ptr<SlotCapacity> capacity_;
+  int32_t max_blocks_ = 0;  // block ids per table in the device mirror
+  std::unordered_map<int64_t, SlotState> slot_of_;  // by seq_id
+  std::vector<int32_t> free_slots_;
   int32_t num_sms_ = 1;
   cudaStream_t stream_ = nullptr;
   cublasLtHandle_t lt_ = nullptr;
@@ -128,6 +175,8 @@ class CudaModelRunner {
   cuda_internal::DeviceBuffer inv_freq_;    // [head_dim / 2] fp32
   std::vector<DeviceLayer> layers_;
   cuda_internal::DeviceBuffer k_pool_, v_pool_;  // [num_blocks, block_size, head_dim] bf16
+  // [max_seqs, num_layers, num_kv_heads, max_blocks_] int32: device mirror of the page tables
+  cuda_internal::DeviceBuffer tables_;
 
   // Per-step scratch, grown as needed (T = tokens of the step, R = logits rows, I = items).
   cuda_internal::DeviceBuffer x_;        // [T, hidden] fp32 residual stream
@@ -144,9 +193,13 @@ class CudaModelRunner {
   cuda_internal::DeviceBuffer logits_;   // [R, vocab] fp32
   cuda_internal::DeviceBuffer ws_o_, ws_lse_;  // split-KV workspace (PlanPagedDecode)
   cuda_internal::DeviceBuffer meta_;           // int32 step metadata, layout in Forward()
+  cuda_internal::DeviceBuffer pairs_;          // int2 (mirror index, block id) updates
   cuda_internal::DeviceBuffer slots_;          // [num_layers, T, num_kv_heads] int64 pool rows
+  cuda_internal::DeviceBuffer sample_params_;  // [R] cuda::SampleRowParams
+  cuda_internal::DeviceBuffer sampled_;        // [R] int32 tokens | [R] fp32 logprobs
   std::vector<int32_t> meta_host_;
-  std::vector<int64_t> slots_host_;
+  std::vector<int32_t> pairs_host_;            // flattened int2
+  std::vector<uint8_t> sample_host_;
 };
 
 }  // namespace kvasir

@@ -6,10 +6,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <condition_variable>
+#include <mutex>
 #include <cstdio>
 #include <string>
 #include <vector>
 
+#include "decoder/engine.h"
 #include "gtest/gtest.h"
 #include "kvcache/kv_cache.h"
 #include "model/model_runner.h"
@@ -261,6 +264,203 @@ TEST(CudaModelRunner, BadInputLeavesStateUntouched) {
   auto ok = gpu.Forward({{1, {7}, 3, true, false}});
   ASSERT_TRUE(ok.ok()) << ok.status();
   EXPECT_EQ(gpu.cache().Length(1), 4);
+}
+
+int32_t Argmax(const float* row, int32_t n) {
+  return static_cast<int32_t>(std::max_element(row, row + n) - row);
+}
+
+// Device sampling: a greedy entry's token is the argmax of its own logits row (the batch has a
+// host-sampled entry too, so the rows come back) with the raw log-softmax as its logprob; an
+// entry without sampling gets none.
+TEST(CudaModelRunner, DeviceGreedyMatchesHostArgmax) {
+  if (!HaveGpu()) GTEST_SKIP() << "no CUDA device";
+  testing::TestModel m = testing::LoadStories260K();
+  ASSERT_NE(m.weights, nullptr);
+  const int32_t V = m.weights->config.vocab_size;
+  const std::vector<std::vector<int32_t>> seqs = TestSequences(*m.tokenizer);
+  ASSERT_EQ(static_cast<int>(seqs.size()), kSeqs);
+  CudaModelRunnerOptions opt;
+  opt.num_blocks = 1024;
+  auto gpu_or = CudaModelRunner::Create(m.weights.get(), opt);
+  ASSERT_TRUE(gpu_or.ok()) << gpu_or.status();
+  CudaModelRunner& gpu = **gpu_or;
+  ASSERT_TRUE(gpu.samples_on_device());
+  for (int s = 0; s < 3; ++s) ASSERT_TRUE(gpu.kv()->Grow(10 + s, 0).ok());
+  std::vector<std::vector<int32_t>> fed(3);
+  for (int s = 0; s < 3; ++s) fed[s].assign(seqs[s].begin(), seqs[s].begin() + 40 + 7 * s);
+  int checked = 0;
+  for (int step = 0; step < 60; ++step) {
+    std::vector<SequenceInput> batch;
+    for (int s = 0; s < 3; ++s) {
+      SequenceInput in;
+      in.seq_id = 10 + s;
+      in.start_pos = gpu.cache().Length(10 + s);
+      in.tokens.assign(fed[s].begin() + in.start_pos, fed[s].end());
+      if (s < 2) in.sampling = RunnerSampling{};  // greedy
+      ASSERT_TRUE(gpu.kv()->Grow(10 + s, static_cast<int32_t>(in.tokens.size())).ok());
+      batch.push_back(std::move(in));
+    }
+    auto out = gpu.Forward(batch);
+    ASSERT_TRUE(out.ok()) << out.status();
+    ASSERT_EQ(out->sampled.size(), 3u);
+    EXPECT_EQ(out->sampled[2], -1);
+    ASSERT_FALSE(out->logits.empty());  // entry 2 samples on the host
+    for (int s = 0; s < 3; ++s) {
+      const float* row = out->row(out->first_row[s]);
+      const int32_t want = Argmax(row, V);
+      if (s < 2) {
+        EXPECT_EQ(out->sampled[s], want) << "step " << step << " seq " << s;
+        double mx = row[want], sum = 0.0;
+        for (int32_t v = 0; v < V; ++v) sum += std::exp(static_cast<double>(row[v]) - mx);
+        EXPECT_NEAR(out->sampled_logprob[s], -std::log(sum), 1e-4);
+        ++checked;
+      }
+      fed[s].push_back(s < 2 ? out->sampled[s] : want);
+    }
+  }
+  EXPECT_EQ(checked, 120);
+  // Without a host-sampled entry no logits travel: the entries have no rows.
+  SequenceInput in{10, {fed[0].back()}, gpu.cache().Length(10), true, false};
+  in.sampling = RunnerSampling{};
+  in.sampling->temperature = 0.7f;
+  in.sampling->top_p = 0.9f;
+  in.sampling->seed = 5;
+  ASSERT_TRUE(gpu.kv()->Grow(10, 1).ok());
+  auto out = gpu.Forward({in});
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_TRUE(out->logits.empty());
+  EXPECT_EQ(out->first_row[0], -1);
+  EXPECT_GE(out->sampled[0], 0);
+  EXPECT_LT(out->sampled[0], V);
+}
+
+std::vector<int32_t> RunEngine(StepRunner* runner, const std::vector<int32_t>& prompt,
+                               const SamplingParams& params) {
+  EngineConfig ec;
+  ec.max_num_batched_tokens = 1024;
+  Engine engine(runner, ec);
+  engine.Start();
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  std::vector<int32_t> tokens;
+  EngineRequest r;
+  r.id = 1;
+  r.prompt = prompt;
+  r.params = params;
+  r.on_event = [&](EngineEvent ev) {
+    std::lock_guard<std::mutex> lock(mu);
+    tokens.insert(tokens.end(), ev.tokens.begin(), ev.tokens.end());
+    if (ev.finished) {
+      EXPECT_EQ(ev.finish_reason, "length") << ev.error;
+      done = true;
+      cv.notify_all();
+    }
+  };
+  EXPECT_TRUE(engine.Submit(std::move(r)).ok());
+  std::unique_lock<std::mutex> lock(mu);
+  cv.wait(lock, [&] { return done; });
+  return tokens;
+}
+
+// The engine on the CUDA runner: greedy tokens (sampled on the device) equal a step-by-step
+// greedy loop over the runner's host logits, and seeded sampling repeats itself.
+TEST(CudaModelRunner, EngineOnCudaRunner) {
+  if (!HaveGpu()) GTEST_SKIP() << "no CUDA device";
+  testing::TestModel m = testing::LoadStories260K();
+  ASSERT_NE(m.weights, nullptr);
+  const int32_t V = m.weights->config.vocab_size;
+  const std::vector<std::vector<int32_t>> seqs = TestSequences(*m.tokenizer);
+  ASSERT_FALSE(seqs.empty());
+  const std::vector<int32_t> prompt(seqs[1].begin(), seqs[1].begin() + 30);
+  CudaModelRunnerOptions opt;
+  opt.num_blocks = 2048;
+  auto gpu_or = CudaModelRunner::Create(m.weights.get(), opt);
+  ASSERT_TRUE(gpu_or.ok()) << gpu_or.status();
+  CudaModelRunner& gpu = **gpu_or;
+
+  std::vector<int32_t> want;
+  {
+    ASSERT_TRUE(gpu.kv()->Grow(500, static_cast<int32_t>(prompt.size())).ok());
+    SequenceInput in{500, prompt, 0, true, false};
+    for (int i = 0; i < 80; ++i) {
+      auto out = gpu.Forward({in});
+      ASSERT_TRUE(out.ok()) << out.status();
+      want.push_back(Argmax(out->row(out->first_row[0]), V));
+      in.start_pos += static_cast<int32_t>(in.tokens.size());
+      in.tokens = {want.back()};
+      ASSERT_TRUE(gpu.kv()->Grow(500, 1).ok());
+    }
+    gpu.kv()->Release(500);
+  }
+  SamplingParams greedy;
+  greedy.temperature = 0.0f;
+  greedy.max_tokens = 80;
+  greedy.ignore_eos = true;
+  EXPECT_EQ(RunEngine(&gpu, prompt, greedy), want);
+
+  SamplingParams sampled = greedy;
+  sampled.temperature = 0.9f;
+  sampled.top_k = 40;
+  sampled.top_p = 0.95f;
+  sampled.seed = 1234;
+  const std::vector<int32_t> a = RunEngine(&gpu, prompt, sampled);
+  const std::vector<int32_t> b = RunEngine(&gpu, prompt, sampled);
+  EXPECT_EQ(a.size(), 80u);
+  EXPECT_EQ(a, b);
+  sampled.seed = 4321;
+  EXPECT_NE(RunEngine(&gpu, prompt, sampled), a);
+  EXPECT_EQ(gpu.kv()->Usage().blocks_used, 0);
+}
+
+// The device mirror of the page tables: at most max_seqs sequences hold KV; a released slot is
+// reused, and a sequence freed and created again (same id) starts from fresh tables.
+TEST(CudaModelRunner, SlotsAreReusedAcrossFreeAndCreate) {
+  if (!HaveGpu()) GTEST_SKIP() << "no CUDA device";
+  testing::TestModel m = testing::LoadStories260K();
+  ASSERT_NE(m.weights, nullptr);
+  const std::vector<std::vector<int32_t>> seqs = TestSequences(*m.tokenizer);
+  ASSERT_EQ(static_cast<int>(seqs.size()), kSeqs);
+  CudaModelRunnerOptions opt;
+  opt.num_blocks = 2048;
+  opt.max_seqs = 2;
+  auto gpu_or = CudaModelRunner::Create(m.weights.get(), opt);
+  ASSERT_TRUE(gpu_or.ok()) << gpu_or.status();
+  CudaModelRunner& gpu = **gpu_or;
+  opt.max_seqs = 8;
+  auto ref_or = CudaModelRunner::Create(m.weights.get(), opt);
+  ASSERT_TRUE(ref_or.ok()) << ref_or.status();
+  CudaModelRunner& ref = **ref_or;
+
+  auto run = [](CudaModelRunner& r, int64_t id, const std::vector<int32_t>& t) {
+    EXPECT_TRUE(r.kv()->Grow(id, static_cast<int32_t>(t.size())).ok());
+    return r.Forward({{id, t, r.cache().Length(id), true, true}});
+  };
+  const std::vector<int32_t> p0(seqs[0].begin(), seqs[0].begin() + 70);
+  const std::vector<int32_t> p2(seqs[2].begin(), seqs[2].begin() + 90);
+  ASSERT_TRUE(run(gpu, 1, p0).ok());
+  ASSERT_TRUE(run(gpu, 2, p0).ok());
+  auto third = run(gpu, 3, p0);
+  EXPECT_EQ(third.status().code(), absl::StatusCode::kResourceExhausted) << third.status();
+  gpu.kv()->Release(3);
+  gpu.kv()->Release(1);
+  // Same id, new life, different tokens; and a cache().Free() noticed through the generation.
+  auto again = run(gpu, 1, p2);
+  ASSERT_TRUE(again.ok()) << again.status();
+  gpu.cache().Free(2);
+  auto fresh = run(gpu, 2, p2);
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  auto want = run(ref, 7, p2);
+  ASSERT_TRUE(want.ok()) << want.status();
+  ASSERT_EQ(again->logits.size(), want->logits.size());
+  double diff = 0.0, diff2 = 0.0;
+  for (size_t i = 0; i < want->logits.size(); ++i) {
+    diff = std::max(diff, static_cast<double>(std::fabs(again->logits[i] - want->logits[i])));
+    diff2 = std::max(diff2, static_cast<double>(std::fabs(fresh->logits[i] - want->logits[i])));
+  }
+  EXPECT_LE(diff, 1e-5);
+  EXPECT_LE(diff2, 1e-5);
 }
 
 }  // namespace

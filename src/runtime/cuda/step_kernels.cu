@@ -1,0 +1,54 @@
+#include "runtime/cuda/step_kernels.cuh"
+
+namespace kvasir::cuda {
+namespace {
+
+__global__ void ScatterInt32Kernel(const int2* pairs, int64_t n, int32_t* dst) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int2 e = pairs[i];
+    dst[e.x] = e.y;
+  }
+}
+
+__global__ void KvSlotsKernel(KvSlotsParams p) {
+  const int64_t total = int64_t{p.num_layers} * p.T * p.num_kv_heads;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int32_t h = static_cast<int32_t>(i % p.num_kv_heads);
+    const int64_t lt = i / p.num_kv_heads;
+    const int32_t t = static_cast<int32_t>(lt % p.T);
+    const int32_t l = static_cast<int32_t>(lt / p.T);
+    const int32_t pos = p.positions[t];
+    const int64_t table =
+        ((int64_t{p.row_slot[t]} * p.num_layers + l) * p.num_kv_heads + h) * p.max_blocks;
+    p.slots[i] = int64_t{p.tables[table + pos / p.block_size]} * p.block_size + pos % p.block_size;
+  }
+}
+
+unsigned GridFor(int64_t n, int threads) {
+  const int64_t blocks = (n + threads - 1) / threads;
+  return static_cast<unsigned>(blocks < 65536 ? blocks : 65536);
+}
+
+}  // namespace
+
+cudaError_t InvokeScatterInt32(const int2* pairs, int64_t n, int32_t* dst, cudaStream_t stream) {
+  if (n < 0 || (n > 0 && (pairs == nullptr || dst == nullptr))) return cudaErrorInvalidValue;
+  if (n == 0) return cudaSuccess;
+  ScatterInt32Kernel<<<GridFor(n, 256), 256, 0, stream>>>(pairs, n, dst);
+  return cudaGetLastError();
+}
+
+cudaError_t InvokeKvSlots(const KvSlotsParams& p, cudaStream_t stream) {
+  if (p.T < 0 || p.num_layers < 1 || p.num_kv_heads < 1 || p.max_blocks < 1 ||
+      p.block_size < 1) {
+    return cudaErrorInvalidValue;
+  }
+  const int64_t total = int64_t{p.num_layers} * p.T * p.num_kv_heads;
+  if (total == 0) return cudaSuccess;
+  KvSlotsKernel<<<GridFor(total, 256), 256, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+}  // namespace kvasir::cuda
