@@ -2,6 +2,8 @@
 // (clear message on stderr, non-zero exit, never a signal).
 #include <filesystem>
 #include <fstream>
+#include <string>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "model/testing_util.h"
@@ -138,6 +140,45 @@ TEST(Cli, DummyWeightsAndLogits) {
   ExpectError(Kvasir({"logits", "--load-format", "dummy", "--dummy-config", "nope", "--ids", "1"}),
               "unknown built-in");
   ExpectError(Kvasir({"logits", "--model", Stories(), "--ids", "1,9999"}), "vocabulary");
+}
+
+// `kvasir bench-offline` through the engine (CPU here; the H200 numbers are in kernels/NOTES.md)
+// and the --device flag's errors on a machine without a GPU.
+TEST(Cli, BenchOfflineAndDeviceFlags) {
+  auto r = Kvasir({"bench-offline", "--load-format", "dummy", "--dummy-config", "stories260K",
+                   "--num-prompts", "8", "--input-len", "20", "--output-len", "30",
+                   "--max-num-seqs", "4", "--max-num-batched-tokens", "64", "--warmup", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const size_t row = r.out.find("| stories260K | cpu | 8 | 20 / 30 |");
+  ASSERT_NE(row, std::string::npos) << r.out;
+  const std::string line = r.out.substr(row, r.out.find('\n', row) - row);
+  std::vector<std::string> cells;
+  for (size_t a = 1, b; (b = line.find('|', a)) != std::string::npos; a = b + 1) {
+    cells.push_back(line.substr(a + 1, b - a - 2));
+  }
+  ASSERT_EQ(cells.size(), 12u) << line;
+  EXPECT_GT(std::stod(cells[6]), 0.0);   // output tok/s
+  EXPECT_GT(std::stoll(cells[9]), 30);   // steps: at least one per output token
+  EXPECT_EQ(cells[11], "0");             // failed requests
+  ExpectError(Kvasir({"bench-offline", "--load-format", "dummy", "--dummy-config", "stories260K",
+                      "--input-len", "400", "--output-len", "400"}),
+              "exceeds the context");
+  ExpectError(Kvasir({"bench-offline", "--num-prompts", "0"}), "positive");
+
+  const std::string m = Stories();
+  ExpectError(Kvasir({"generate", "--model", m, "--prompt", "x", "--device", "tpu"}),
+              "--device must be cpu or cuda");
+  ExpectError(Kvasir({"generate", "--model", m, "--prompt", "x", "--gpu-memory-utilization", "2"}),
+              "gpu-memory-utilization");
+  auto cuda = Kvasir({"generate", "--model", m, "--prompt", "x", "--device", "cuda",
+                      "--max-tokens", "4"});
+  if (cuda.exit_code != 0) {  // no GPU (CI): a clear error, not a crash
+    EXPECT_NE(cuda.err.find("CUDA"), std::string::npos) << cuda.err;
+  }
+  ExpectError(Kvasir({"serve", "--model", m, "--device", "cuda", "--attention-shards", "2"}),
+              "--attention-shards applies");
+  ExpectError(Kvasir({"decoder", "--model", m, "--device", "cuda", "--router", "127.0.0.1:1"}),
+              "CPU only");
 }
 
 }  // namespace
