@@ -175,17 +175,19 @@ int BenchOfflineMain(int argc, char** argv) {
   }
   const int64_t in_tokens = *num * *in_len;
   std::printf("| model | device | requests | in / out | elapsed s | req/s | output tok/s | "
-              "total tok/s | mean TTFT s | steps | preemptions | failed |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+              "total tok/s | mean TTFT s | steps | preemptions | failed | forward s | engine s |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   std::printf("| %s | %s | %lld | %lld / %lld | %.2f | %.2f | %.0f | %.0f | %.2f | %lld | %lld | "
-              "%lld |\n",
+              "%lld | %.2f | %.2f |\n",
               c.name.c_str(), eo->device.c_str(), static_cast<long long>(*num),
               static_cast<long long>(*in_len), static_cast<long long>(*out_len), secs,
               *num / secs, out_tokens / secs, (in_tokens + out_tokens) / secs,
               failed < *num ? ttft_sum / static_cast<double>(*num - failed) : 0.0,
               static_cast<long long>(after.steps - before.steps),
               static_cast<long long>(after.preemptions - before.preemptions),
-              static_cast<long long>(failed));
+              static_cast<long long>(failed), after.forward_seconds - before.forward_seconds,
+              (after.step_seconds - before.step_seconds) -
+                  (after.forward_seconds - before.forward_seconds));
   std::fflush(stdout);
   return failed == 0 ? 0 : 1;
 }

@@ -199,7 +199,10 @@ void Engine::Loop() {
       }
       break;
     }
+    const auto step_start = std::chrono::steady_clock::now();
     RunStep();
+    const double step_secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
     {
       std::lock_guard<std::mutex> lock(mu_);
       stats_.running = scheduler_->num_running();
@@ -208,6 +211,7 @@ void Engine::Loop() {
       const KvUsage u = attention_->Usage();
       stats_.kv_blocks_total = u.blocks_total;
       stats_.kv_blocks_used = u.blocks_used;
+      stats_.step_seconds += step_secs;
     }
   }
   {
@@ -261,10 +265,13 @@ void Engine::RunStep() {
     }
     batch.push_back(std::move(in));
   }
+  const auto forward_start = std::chrono::steady_clock::now();
   auto out = runner_->Forward(batch);
   {
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.steps;
+    stats_.forward_seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - forward_start).count();
   }
   std::vector<sched::StepOutcome> outcomes;
   std::unordered_map<int64_t, EngineEvent> last;  // final token events, sent with the finish

@@ -65,6 +65,10 @@ struct EngineStats {
   int64_t kv_blocks_used = 0;
   int64_t steps = 0;
   int64_t preemptions = 0;  // total, since start
+  // Wall time since start spent in the runner's Forward() and in the whole step (scheduling,
+  // batch building, Forward, sampling, events): their difference is the engine's own cost.
+  double forward_seconds = 0.0;
+  double step_seconds = 0.0;
 };
 
 // What the router's request path needs from a decoder: the local Engine, or decoder workers

@@ -156,7 +156,7 @@ TEST(Cli, BenchOfflineAndDeviceFlags) {
   for (size_t a = 1, b; (b = line.find('|', a)) != std::string::npos; a = b + 1) {
     cells.push_back(line.substr(a + 1, b - a - 2));
   }
-  ASSERT_EQ(cells.size(), 12u) << line;
+  ASSERT_EQ(cells.size(), 14u) << line;
   EXPECT_GT(std::stod(cells[6]), 0.0);   // output tok/s
   EXPECT_GT(std::stoll(cells[9]), 30);   // steps: at least one per output token
   EXPECT_EQ(cells[11], "0");             // failed requests

@@ -1,9 +1,12 @@
 #include "runtime/cuda/cuda_model_runner.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
+#include <utility>
 
+#include "common/logging.h"
 #include "kernels/activation/silu_mul.cuh"
 #include "kernels/attention/paged_decode.cuh"
 #include "kernels/attention/paged_prefill.cuh"
@@ -13,38 +16,12 @@
 #include "kernels/rope/rope.cuh"
 #include "kernels/sampling/sampling.cuh"
 #include "runtime/cuda/cast.cuh"
+#include "runtime/cuda/cuda_status.h"
 #include "runtime/cuda/step_kernels.cuh"
 
 namespace kvasir {
 
 namespace {
-
-absl::Status CudaStatus(cudaError_t e, const char* what) {
-  return absl::InternalError(
-      absl::StrCat(what, ": ", cudaGetErrorName(e), " (", cudaGetErrorString(e), ")"));
-}
-
-absl::Status CublasStatus(cublasStatus_t s, const char* what) {
-  return absl::InternalError(
-      absl::StrCat(what, ": ", cublasLtGetStatusName(s), " (", cublasLtGetStatusString(s), ")"));
-}
-
-#define CUDA_RETURN_IF_ERROR(expr)                \
-  do {                                            \
-    const cudaError_t kvasir_cuda_err_ = (expr);  \
-    if (kvasir_cuda_err_ != cudaSuccess) {        \
-      (void)cudaGetLastError();                   \
-      return CudaStatus(kvasir_cuda_err_, #expr); \
-    }                                             \
-  } while (0)
-
-#define CUBLAS_RETURN_IF_ERROR(expr)                  \
-  do {                                                \
-    const cublasStatus_t kvasir_cublas_st_ = (expr);  \
-    if (kvasir_cublas_st_ != CUBLAS_STATUS_SUCCESS) { \
-      return CublasStatus(kvasir_cublas_st_, #expr);  \
-    }                                                 \
-  } while (0)
 
 // fp32 -> bf16 bits, round to nearest even (NaN kept quiet), as __float2bfloat16_rn.
 uint16_t ToBf16Bits(float f) {
@@ -87,6 +64,30 @@ KvCacheConfig CacheConfigOf(const ModelConfig& c, int32_t block_size, int32_t nu
 
 namespace cuda_internal {
 
+// Row counts of one step and the layout of its int32 metadata, uploaded once per step:
+//   ids [T] | positions [T] | row_slot [T] | begin [I] | end [I] | item_offset [I]
+//   | logit rows [R] | chunk row_start [S + 1] | chunk pos0 [S] | chunk table offset [S, KVH]
+// The step's rows are reordered on the device: the rows of the S multi-token entries (prefill
+// chunks, P rows, attended by the prefill kernel) first, in batch order, then one row per
+// single-token entry (decode rows, attended by the decode kernel), then a graph's padding rows.
+// Every other op is row-wise, so only the logit rows need mapping back. Decode items are
+// (decode row, kv_head), item i = t * KVH + h over rows P + t. Table offsets point into the
+// mirror's layer 0; layer l passes block_ids = tables_ + l * KVH * max_blocks_.
+struct StepShape {
+  StepShape(int64_t t, int64_t p, int64_t s, int64_t r, int32_t kvh);
+  int64_t T, P, S, I, R;
+  int32_t max_chunk = 0;       // longest prefill chunk
+  bool rows_identity = false;  // logits row k is step row k: the logits GEMM reads xb itself
+  bool sample = false;         // sample every logits row on the device
+  cuda::PagedDecodePlan plan;
+  int64_t off_ids, off_pos, off_row_slot, off_begin, off_end, off_item, off_rows;
+  int64_t off_chunk_start, off_chunk_pos, off_chunk_table, meta_len;
+};
+
+}  // namespace cuda_internal
+
+namespace cuda_internal {
+
 DeviceBuffer::~DeviceBuffer() {
   if (ptr_ != nullptr) (void)cudaFree(ptr_);
 }
@@ -103,6 +104,58 @@ absl::Status DeviceBuffer::Grow(size_t bytes) {
   return absl::OkStatus();
 }
 
+StepShape::StepShape(int64_t t, int64_t p, int64_t s, int64_t r, int32_t kvh)
+    : T(t), P(p), S(s), I((t - p) * kvh), R(r) {
+  off_ids = 0;
+  off_pos = T;
+  off_row_slot = 2 * T;
+  off_begin = 3 * T;
+  off_end = off_begin + I;
+  off_item = off_end + I;
+  off_rows = off_item + I;
+  off_chunk_start = off_rows + R;
+  off_chunk_pos = off_chunk_start + S + 1;
+  off_chunk_table = off_chunk_pos + S;
+  meta_len = off_chunk_table + S * kvh;
+}
+
+absl::StatusOr<bool> StepBuffers::Reserve(const StepShape& s, const ModelConfig& c) {
+  const int64_t d = c.hidden_size, qd = c.q_dim(), inter = c.intermediate_size;
+  const int64_t qkv_dim = qd + 2 * c.kv_dim(), xb_cols = std::max({d, qd, inter});
+  const int64_t T = s.T, R = std::max<int64_t>(s.R, 1), f = sizeof(float);
+  const int64_t bf = sizeof(__nv_bfloat16);
+  const struct {
+    DeviceBuffer* buf;
+    int64_t bytes;
+  } want[] = {
+      {&x, T * d * f},
+      {&h, T * d * f},
+      {&xb, T * xb_cols * bf},
+      {&qkv, T * qkv_dim * f},
+      {&q, T * qd * f},
+      {&attn, T * qd * f},
+      {&lse, std::max<int64_t>(s.I, 1) * c.group_size() * f},
+      {&tmp, T * d * f},
+      {&gate_up, T * 2 * inter * f},
+      {&act, T * inter * f},
+      {&sel, R * d * bf},
+      {&logits, R * c.vocab_size * f},
+      {&ws_o, std::max<int64_t>(s.plan.workspace_o_elems, 1) * f},
+      {&ws_lse, std::max<int64_t>(s.plan.workspace_lse_elems, 1) * f},
+      {&meta, s.meta_len * int64_t{sizeof(int32_t)}},
+      {&slots, int64_t{c.num_layers} * T * c.num_kv_heads * int64_t{sizeof(int64_t)}},
+      {&sample_params, R * int64_t{sizeof(cuda::SampleRowParams)}},
+      {&sampled, R * int64_t{sizeof(int32_t) + sizeof(float)}},
+  };
+  bool moved = false;
+  for (const auto& w : want) {
+    const void* before = w.buf->as<void>();
+    RETURN_IF_ERROR(w.buf->Grow(static_cast<size_t>(w.bytes)));
+    moved |= w.buf->as<void>() != before;
+  }
+  return moved;
+}
+
 void GemmPlan::Reset() {
   if (w_layout) cublasLtMatrixLayoutDestroy(w_layout);
   if (x_layout) cublasLtMatrixLayoutDestroy(x_layout);
@@ -117,10 +170,14 @@ CudaModelRunner::CudaModelRunner(const ModelWeights* weights, const CudaModelRun
     : weights_(weights), options_(options) {}
 
 CudaModelRunner::~CudaModelRunner() {
-  for (cuda_internal::GemmPlan* p :
-       {&gemm_qkv_, &gemm_o_, &gemm_gate_up_, &gemm_down_, &gemm_lm_head_}) {
-    p->Reset();
+  for (const auto& [bucket, t] : replay_timing_) {
+    spdlog::info(
+        "CUDA graphs, {}-sequence decode steps: {} replays, {:.3f} ms on the GPU, {:.3f} ms per "
+        "Forward()",
+        bucket, t.replays, t.gpu_ms / t.replays, t.forward_ms / t.replays);
   }
+  if (replay_start_) (void)cudaEventDestroy(replay_start_);
+  if (replay_end_) (void)cudaEventDestroy(replay_end_);
   if (matmul_desc_) cublasLtMatmulDescDestroy(matmul_desc_);
   if (lt_) cublasLtDestroy(lt_);
   if (stream_) {
@@ -176,16 +233,16 @@ absl::Status CudaModelRunner::Init() {
                                                         &no_trans, sizeof(no_trans)));
   RETURN_IF_ERROR(lt_workspace_.Grow(kLtWorkspaceBytes));
 
-  gemm_qkv_.n = qd + 2 * kvd;
-  gemm_qkv_.k = d;
-  gemm_o_.n = d;
-  gemm_o_.k = qd;
-  gemm_gate_up_.n = 2 * inter;
-  gemm_gate_up_.k = d;
-  gemm_down_.n = d;
-  gemm_down_.k = inter;
-  gemm_lm_head_.n = c.vocab_size;
-  gemm_lm_head_.k = d;
+  gemm_.qkv.n = qd + 2 * kvd;
+  gemm_.qkv.k = d;
+  gemm_.o.n = d;
+  gemm_.o.k = qd;
+  gemm_.gate_up.n = 2 * inter;
+  gemm_.gate_up.k = d;
+  gemm_.down.n = d;
+  gemm_.down.k = inter;
+  gemm_.lm_head.n = c.vocab_size;
+  gemm_.lm_head.k = d;
 
   RETURN_IF_ERROR(UploadBf16(weights_->embed, int64_t{c.vocab_size} * d, &embed_));
   lm_head_tied_ = weights_->lm_head == weights_->embed;
@@ -245,6 +302,22 @@ absl::Status CudaModelRunner::Init() {
   const size_t pool_bytes = static_cast<size_t>(num_blocks) * block_bytes / 2;
   RETURN_IF_ERROR(k_pool_.Grow(pool_bytes));
   RETURN_IF_ERROR(v_pool_.Grow(pool_bytes));
+
+  max_context_ = static_cast<int32_t>(
+      std::min<int64_t>(c.max_position_embeddings, int64_t{max_blocks_} * options_.block_size));
+  if (options_.cuda_graphs && options_.attention_split == 0 && max_blocks_ > 0) {
+    CUDA_RETURN_IF_ERROR(cudaEventCreate(&replay_start_));
+    CUDA_RETURN_IF_ERROR(cudaEventCreate(&replay_end_));
+    buckets_ = cuda_internal::DecodeGraphBuckets(options_.max_seqs);
+    // The graphs' split-KV workspace is sized up front for every bucket's longest-context plan,
+    // the largest a bucket's plan gets, so that it is not moved (dropping every graph) later.
+    for (int32_t b : buckets_) {
+      const cuda::PagedDecodePlan plan = cuda::PlanPagedDecode(b * c.num_kv_heads, c.group_size(),
+                                                               c.head_dim, max_context_, num_sms_);
+      graph_ws_o_elems_ = std::max(graph_ws_o_elems_, plan.workspace_o_elems);
+      graph_ws_lse_elems_ = std::max(graph_ws_lse_elems_, plan.workspace_lse_elems);
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -294,7 +367,9 @@ absl::Status CudaModelRunner::SyncTables(const std::vector<SequenceInput>& batch
       return absl::InternalError(absl::StrCat("sequence ", id, " has ", nb,
                                               " blocks per table, the mirror holds ", max_blocks_));
     }
-    for (int32_t l = 0; l < L; ++l) {
+    // Most steps add no block (one in block_size decode steps does): then the L * KVH table
+    // look-ups, a hash find each, are skipped (at 256 sequences they cost ~2 ms of host time).
+    for (int32_t l = 0; l < L && nb > st.uploaded_blocks; ++l) {
       for (int32_t h = 0; h < KVH; ++h) {
         const std::vector<int32_t>& blocks = cache_->table(id, l, h).blocks;
         const int64_t base = ((int64_t{st.slot} * L + l) * KVH + h) * max_blocks_;
@@ -339,6 +414,15 @@ absl::Status CudaModelRunner::PrepareGemm(cuda_internal::GemmPlan* p, int64_t m)
   return absl::OkStatus();
 }
 
+absl::Status CudaModelRunner::PrepareGemms(cuda_internal::GemmSet* set, int64_t rows,
+                                           int64_t logit_rows) {
+  for (cuda_internal::GemmPlan* p : {&set->qkv, &set->o, &set->gate_up, &set->down}) {
+    RETURN_IF_ERROR(PrepareGemm(p, rows));
+  }
+  if (logit_rows > 0) RETURN_IF_ERROR(PrepareGemm(&set->lm_head, logit_rows));
+  return absl::OkStatus();
+}
+
 absl::Status CudaModelRunner::Gemm(const cuda_internal::GemmPlan& p, const __nv_bfloat16* x,
                                    const __nv_bfloat16* w, float* y) {
   const float alpha = 1.0f, beta = 0.0f;
@@ -370,17 +454,16 @@ absl::Status CudaModelRunner::ValidateBatch(const ModelConfig& c, const KvCache&
 }
 
 absl::StatusOr<ForwardResult> CudaModelRunner::Forward(const std::vector<SequenceInput>& batch) {
+  const auto start = std::chrono::steady_clock::now();
   const ModelConfig& c = weights_->config;
-  const int64_t d = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim(), hd = c.head_dim;
-  const int64_t inter = c.intermediate_size, qkv_dim = qd + 2 * kvd;
-  const int32_t KVH = c.num_kv_heads, G = c.group_size(), L = c.num_layers;
-  const int32_t bs = options_.block_size;
-  const float eps = static_cast<float>(c.rms_norm_eps);
-
   RETURN_IF_ERROR(ValidateBatch(c, *cache_, batch));
   CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
   int64_t T = 0;
-  for (const SequenceInput& s : batch) T += static_cast<int64_t>(s.tokens.size());
+  bool pure_decode = true;  // every entry one token with a logits row: a graph can run it
+  for (const SequenceInput& s : batch) {
+    T += static_cast<int64_t>(s.tokens.size());
+    pure_decode &= s.tokens.size() == 1 && s.want_logits;
+  }
   if (T == 0) {
     ForwardResult empty;
     empty.vocab_size = c.vocab_size;
@@ -394,148 +477,291 @@ absl::StatusOr<ForwardResult> CudaModelRunner::Forward(const std::vector<Sequenc
   ForwardResult out;
   const std::vector<int32_t> rows = SelectLogitRows(batch, c.vocab_size, &out);
   const int64_t R = static_cast<int64_t>(rows.size());
+  bool device_sampling = false;
+  for (const SequenceInput& s : batch) {
+    device_sampling |= s.want_logits && s.sampling && !s.all_logits;
+  }
 
   std::vector<int32_t> seq_slot;
   RETURN_IF_ERROR(SyncTables(batch, &seq_slot));
-
-  // ---- Step metadata, built on the host and uploaded once (int32):
-  //   ids [T] | positions [T] | row_slot [T] | begin [I] | end [I] | item_offset [I]
-  //   | logit rows [R] | chunk row_start [S + 1] | chunk pos0 [S] | chunk table offset [S, KVH]
-  // The step's rows are reordered on the device: the rows of the S multi-token entries
-  // (prefill chunks, P rows, attended by the prefill kernel) first, in batch order, then one
-  // row per single-token entry (decode rows, attended by the decode kernel). Every other op is
-  // row-wise, so only the logit rows need mapping back. Decode items are (decode row, kv_head),
-  // item i = t * KVH + h over rows P + t. Table offsets point into the mirror's layer 0; layer
-  // l passes block_ids = tables_ + l * KVH * max_blocks_.
-  const int64_t layer_stride = int64_t{KVH} * max_blocks_;
-  const int64_t seq_stride = int64_t{L} * layer_stride;
-  int64_t S = 0, P = 0;
-  int32_t max_chunk = 0;
-  for (const SequenceInput& s : batch) {
-    if (s.tokens.size() > 1) {
-      ++S;
-      P += static_cast<int64_t>(s.tokens.size());
-      max_chunk = std::max(max_chunk, static_cast<int32_t>(s.tokens.size()));
-    }
-  }
-  const int64_t I = (T - P) * KVH;  // decode items
-  const int64_t off_ids = 0, off_pos = T, off_row_slot = 2 * T, off_begin = 3 * T;
-  const int64_t off_end = off_begin + I, off_item = off_end + I, off_rows = off_item + I;
-  const int64_t off_chunk_start = off_rows + R, off_chunk_pos = off_chunk_start + S + 1;
-  const int64_t off_chunk_table = off_chunk_pos + S;
-  const int64_t meta_len = off_chunk_table + S * KVH;
-  meta_host_.resize(meta_len);
-  std::vector<int32_t> new_row(T);  // step row (batch order) -> device row
-  int32_t max_kv_len = 0;
-  {
-    int64_t r = 0, chunk = 0, next_prefill = 0, next_decode = P;
-    meta_host_[off_chunk_start] = 0;
-    for (size_t b = 0; b < batch.size(); ++b) {
-      const SequenceInput& s = batch[b];
-      const bool prefill = s.tokens.size() > 1;
-      const int64_t seq_base = int64_t{seq_slot[b]} * seq_stride;
-      if (prefill) {
-        meta_host_[off_chunk_pos + chunk] = s.start_pos;
-        for (int32_t h = 0; h < KVH; ++h) {
-          meta_host_[off_chunk_table + chunk * KVH + h] =
-              static_cast<int32_t>(seq_base + int64_t{h} * max_blocks_);
-        }
-      }
-      for (size_t i = 0; i < s.tokens.size(); ++i, ++r) {
-        const int32_t pos = s.start_pos + static_cast<int32_t>(i);
-        const int64_t row = prefill ? next_prefill++ : next_decode++;
-        new_row[r] = static_cast<int32_t>(row);
-        meta_host_[off_ids + row] = s.tokens[i];
-        meta_host_[off_pos + row] = pos;
-        meta_host_[off_row_slot + row] = seq_slot[b];
-        if (prefill) continue;
-        for (int32_t h = 0; h < KVH; ++h) {
-          const int64_t item = (row - P) * KVH + h;
-          meta_host_[off_begin + item] = 0;
-          meta_host_[off_end + item] = pos + 1;
-          meta_host_[off_item + item] = static_cast<int32_t>(seq_base + int64_t{h} * max_blocks_);
-        }
-        max_kv_len = std::max(max_kv_len, pos + 1);
-      }
-      if (prefill) {
-        ++chunk;
-        meta_host_[off_chunk_start + chunk] = static_cast<int32_t>(next_prefill);
-      }
-    }
-  }
-  for (int64_t k = 0; k < R; ++k) meta_host_[off_rows + k] = new_row[rows[k]];
-  const bool any_decode = I > 0;
-
-  // ---- Scratch (grown before the layer loop; nothing is allocated inside it).
-  cuda::PagedDecodePlan plan = cuda::PlanPagedDecode(
-      static_cast<int32_t>(I), G, static_cast<int32_t>(hd), max_kv_len, num_sms_);
-  if (options_.attention_split > 0 && any_decode) {
-    plan.kv_chunk_size = options_.attention_split;
-    plan.num_splits = (max_kv_len + plan.kv_chunk_size - 1) / plan.kv_chunk_size;
-    plan.workspace_o_elems = I * plan.num_splits * G * hd;
-    plan.workspace_lse_elems = I * plan.num_splits * G;
-  }
-  const int64_t xb_cols = std::max({d, qd, inter});
-  RETURN_IF_ERROR(x_.Grow(T * d * sizeof(float)));
-  RETURN_IF_ERROR(h_.Grow(T * d * sizeof(float)));
-  RETURN_IF_ERROR(xb_.Grow(T * xb_cols * sizeof(__nv_bfloat16)));
-  RETURN_IF_ERROR(qkv_.Grow(T * qkv_dim * sizeof(float)));
-  RETURN_IF_ERROR(q_.Grow(T * qd * sizeof(float)));
-  RETURN_IF_ERROR(attn_.Grow(T * qd * sizeof(float)));
-  RETURN_IF_ERROR(lse_.Grow(std::max<int64_t>(I, 1) * G * sizeof(float)));
-  RETURN_IF_ERROR(tmp_.Grow(T * d * sizeof(float)));
-  RETURN_IF_ERROR(gate_up_.Grow(T * 2 * inter * sizeof(float)));
-  RETURN_IF_ERROR(act_.Grow(T * inter * sizeof(float)));
-  RETURN_IF_ERROR(sel_.Grow(std::max<int64_t>(R, 1) * d * sizeof(__nv_bfloat16)));
-  RETURN_IF_ERROR(logits_.Grow(std::max<int64_t>(R, 1) * c.vocab_size * sizeof(float)));
-  RETURN_IF_ERROR(ws_o_.Grow(std::max<int64_t>(plan.workspace_o_elems, 1) * sizeof(float)));
-  RETURN_IF_ERROR(ws_lse_.Grow(std::max<int64_t>(plan.workspace_lse_elems, 1) * sizeof(float)));
-  RETURN_IF_ERROR(meta_.Grow(meta_len * sizeof(int32_t)));
-  RETURN_IF_ERROR(slots_.Grow(L * T * KVH * sizeof(int64_t)));
-  RETURN_IF_ERROR(pairs_.Grow(std::max<size_t>(pairs_host_.size(), 2) * sizeof(int32_t)));
-  RETURN_IF_ERROR(PrepareGemm(&gemm_qkv_, T));
-  RETURN_IF_ERROR(PrepareGemm(&gemm_o_, T));
-  RETURN_IF_ERROR(PrepareGemm(&gemm_gate_up_, T));
-  RETURN_IF_ERROR(PrepareGemm(&gemm_down_, T));
-  if (R > 0) RETURN_IF_ERROR(PrepareGemm(&gemm_lm_head_, R));
-
-  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(meta_.as<void>(), meta_host_.data(),
-                                       meta_len * sizeof(int32_t), cudaMemcpyHostToDevice,
-                                       stream_));
-  const int32_t* d_meta = meta_.as<int32_t>();
-  // Mirror updates, then the KV-append slots of every layer from the mirror.
+  // Mirror updates (never in a graph: their number changes from step to step).
   if (!pairs_host_.empty()) {
+    RETURN_IF_ERROR(pairs_.Grow(pairs_host_.size() * sizeof(int32_t)));
     CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(pairs_.as<void>(), pairs_host_.data(),
                                          pairs_host_.size() * sizeof(int32_t),
                                          cudaMemcpyHostToDevice, stream_));
-    CUDA_RETURN_IF_ERROR(cuda::InvokeScatterInt32(
-        pairs_.as<int2>(), static_cast<int64_t>(pairs_host_.size() / 2), tables_.as<int32_t>(),
-        stream_));
+    CUDA_RETURN_IF_ERROR(cuda::InvokeScatterInt32(pairs_.as<int2>(),
+                                                  static_cast<int64_t>(pairs_host_.size() / 2),
+                                                  tables_.as<int32_t>(), stream_));
   }
+
+  GraphStep graph;
+  if (pure_decode && !buckets_.empty() && static_cast<int64_t>(batch.size()) <= buckets_.back()) {
+    ASSIGN_OR_RETURN(graph, ForwardGraph(batch, seq_slot, out));
+  }
+  if (!graph.ran) {
+    RETURN_IF_ERROR(ForwardEager(batch, seq_slot, rows, device_sampling, out));
+    ++stats_.eager_steps;
+  }
+  // Sampled tokens, then their logprobs this many rows later.
+  const int64_t sample_stride = graph.ran ? graph.sample_stride : R;
+  RETURN_IF_ERROR(FinishStep(batch, R, sample_stride, graph.ran ? graph_buf_ : eager_, &out));
+  for (const SequenceInput& s : batch) {
+    cache_->Advance(s.seq_id, static_cast<int32_t>(s.tokens.size()));
+  }
+  if (graph.timed_bucket > 0) {
+    float gpu_ms = 0.0f;
+    CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&gpu_ms, replay_start_, replay_end_));
+    const double forward_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    ReplayTiming& t = replay_timing_[graph.timed_bucket];
+    ++t.replays;
+    t.gpu_ms += gpu_ms;
+    t.forward_ms += forward_ms;
+    ++stats_.timed_replays;
+    stats_.replay_gpu_ms += gpu_ms;
+    stats_.replay_forward_ms += forward_ms;
+  }
+  return out;
+}
+
+int32_t CudaModelRunner::BuildMeta(const std::vector<SequenceInput>& batch,
+                                   const std::vector<int32_t>& seq_slot,
+                                   const std::vector<int32_t>& logit_rows,
+                                   const cuda_internal::StepShape& s) {
+  const ModelConfig& c = weights_->config;
+  const int32_t KVH = c.num_kv_heads;
+  const int64_t layer_stride = int64_t{KVH} * max_blocks_;
+  const int64_t seq_stride = int64_t{c.num_layers} * layer_stride;
+  meta_host_.assign(s.meta_len, 0);
+  std::vector<int32_t> new_row;  // step row (batch order) -> device row
+  new_row.reserve(s.T);
+  int32_t max_kv_len = 0;
+  int64_t chunk = 0, next_prefill = 0, next_decode = s.P;
+  meta_host_[s.off_chunk_start] = 0;
+  for (size_t b = 0; b < batch.size(); ++b) {
+    const SequenceInput& in = batch[b];
+    const bool prefill = in.tokens.size() > 1;
+    const int64_t seq_base = int64_t{seq_slot[b]} * seq_stride;
+    if (prefill) {
+      meta_host_[s.off_chunk_pos + chunk] = in.start_pos;
+      for (int32_t h = 0; h < KVH; ++h) {
+        meta_host_[s.off_chunk_table + chunk * KVH + h] =
+            static_cast<int32_t>(seq_base + int64_t{h} * max_blocks_);
+      }
+    }
+    for (size_t i = 0; i < in.tokens.size(); ++i) {
+      const int32_t pos = in.start_pos + static_cast<int32_t>(i);
+      const int64_t row = prefill ? next_prefill++ : next_decode++;
+      new_row.push_back(static_cast<int32_t>(row));
+      meta_host_[s.off_ids + row] = in.tokens[i];
+      meta_host_[s.off_pos + row] = pos;
+      meta_host_[s.off_row_slot + row] = seq_slot[b];
+      if (prefill) continue;
+      for (int32_t h = 0; h < KVH; ++h) {
+        const int64_t item = (row - s.P) * KVH + h;
+        meta_host_[s.off_begin + item] = 0;
+        meta_host_[s.off_end + item] = pos + 1;
+        meta_host_[s.off_item + item] = static_cast<int32_t>(seq_base + int64_t{h} * max_blocks_);
+      }
+      max_kv_len = std::max(max_kv_len, pos + 1);
+    }
+    if (prefill) {
+      ++chunk;
+      meta_host_[s.off_chunk_start + chunk] = static_cast<int32_t>(next_prefill);
+    }
+  }
+  // Graph padding rows: token 0 at position 0, no K/V append (slot -1), empty attention ranges
+  // (begin = end = 0, zero from the fill), and their own logits rows.
+  for (int64_t row = next_decode; row < s.T; ++row) meta_host_[s.off_row_slot + row] = -1;
+  const int64_t real_rows = static_cast<int64_t>(logit_rows.size());
+  for (int64_t k = 0; k < s.R; ++k) {
+    meta_host_[s.off_rows + k] = k < real_rows ? new_row[logit_rows[k]] : static_cast<int32_t>(k);
+  }
+  return max_kv_len;
+}
+
+absl::Status CudaModelRunner::UploadInputs(const std::vector<SequenceInput>& batch,
+                                           const ForwardResult& out,
+                                           const cuda_internal::StepShape& s,
+                                           cuda_internal::StepBuffers* buf) {
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(buf->meta.as<void>(), meta_host_.data(),
+                                       s.meta_len * sizeof(int32_t), cudaMemcpyHostToDevice,
+                                       stream_));
+  if (!s.sample || s.R == 0) return absl::OkStatus();
+  std::vector<cuda::SampleRowParams> params(s.R);  // greedy for rows nobody reads
+  for (size_t b = 0; b < batch.size(); ++b) {
+    const SequenceInput& in = batch[b];
+    if (!in.want_logits || !in.sampling || in.all_logits) continue;
+    cuda::SampleRowParams& sp = params[out.first_row[b] + out.num_rows[b] - 1];
+    sp.temperature = in.sampling->temperature;
+    sp.top_k = in.sampling->top_k > 0 ? in.sampling->top_k : -1;
+    sp.top_p = in.sampling->top_p;
+    sp.min_p = in.sampling->min_p;
+    sp.seed = in.sampling->seed;
+    sp.step = in.sampling->step;
+  }
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(buf->sample_params.as<void>(), params.data(),
+                                       s.R * sizeof(cuda::SampleRowParams), cudaMemcpyHostToDevice,
+                                       stream_));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<CudaModelRunner::GraphStep> CudaModelRunner::ForwardGraph(
+    const std::vector<SequenceInput>& batch, const std::vector<int32_t>& seq_slot,
+    const ForwardResult& out) {
+  const ModelConfig& c = weights_->config;
+  const int32_t KVH = c.num_kv_heads;
+  const int32_t bucket =
+      *std::lower_bound(buckets_.begin(), buckets_.end(), static_cast<int32_t>(batch.size()));
+  cuda_internal::StepShape s(bucket, 0, 0, bucket, KVH);
+  s.rows_identity = true;
+  s.sample = true;
+  std::vector<int32_t> rows(batch.size());
+  for (size_t b = 0; b < rows.size(); ++b) rows[b] = static_cast<int32_t>(b);
+  const int32_t max_kv_len = BuildMeta(batch, seq_slot, rows, s);
+  s.plan = cuda::PlanPagedDecode(static_cast<int32_t>(s.I), c.group_size(), c.head_dim,
+                                 cuda_internal::GraphPlanKvLen(max_kv_len, max_context_), num_sms_);
+
+  // The graphs' scratch holds the largest bucket from the first graph step on; only a split-KV
+  // workspace larger than Init foresaw moves it, and then every graph is captured again.
+  cuda_internal::StepShape cap(buckets_.back(), 0, 0, buckets_.back(), KVH);
+  cap.plan.workspace_o_elems = std::max(graph_ws_o_elems_, s.plan.workspace_o_elems);
+  cap.plan.workspace_lse_elems = std::max(graph_ws_lse_elems_, s.plan.workspace_lse_elems);
+  ASSIGN_OR_RETURN(const bool moved, graph_buf_.Reserve(cap, c));
+  if (moved) graphs_.Clear();
+  graph_ws_o_elems_ = cap.plan.workspace_o_elems;
+  graph_ws_lse_elems_ = cap.plan.workspace_lse_elems;
+
+  const cuda_internal::DecodeGraphKey key{bucket, s.plan.num_splits, s.plan.kv_chunk_size};
+  GraphStep step;
+  step.ran = true;
+  step.sample_stride = s.R;
+  cudaGraphExec_t exec = graphs_.Find(key);
+  if (exec != nullptr) {
+    step.timed_bucket = bucket;
+  } else {
+    if (!graphs_.MayCapture(key)) return GraphStep{};
+    // cuBLASLt picks its algorithms here: its heuristic must not run during the capture.
+    cuda_internal::GemmSet gemm;
+    for (auto [dst, src] :
+         {std::pair{&gemm.qkv, &gemm_.qkv}, std::pair{&gemm.o, &gemm_.o},
+          std::pair{&gemm.gate_up, &gemm_.gate_up}, std::pair{&gemm.down, &gemm_.down},
+          std::pair{&gemm.lm_head, &gemm_.lm_head}}) {
+      dst->n = src->n;
+      dst->k = src->k;
+    }
+    RETURN_IF_ERROR(PrepareGemms(&gemm, bucket, bucket));
+    const auto t0 = std::chrono::steady_clock::now();
+    absl::StatusOr<cudaGraphExec_t> captured =
+        graphs_.Capture(key, stream_, [&] { return EnqueueStep(s, gemm, graph_buf_); });
+    const double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    stats_.capture_ms += ms;
+    if (!captured.ok()) {
+      ++stats_.capture_failures;
+      if (!capture_failure_logged_) {
+        capture_failure_logged_ = true;
+        spdlog::warn(
+            "CUDA graph capture of a {}-sequence decode step failed, running it eagerly: {}",
+            bucket, captured.status().ToString());
+      }
+      // The same padded work, launched one kernel at a time: this step's result, and the
+      // one-time set-up (kernel attributes, library state) that a later capture may need.
+      RETURN_IF_ERROR(UploadInputs(batch, out, s, &graph_buf_));
+      RETURN_IF_ERROR(EnqueueStep(s, gemm, graph_buf_));
+      ++stats_.eager_steps;
+      return step;
+    }
+    exec = *captured;
+    ++stats_.graphs_captured;
+    spdlog::info("CUDA graph of a {}-sequence decode step (split-KV {} x {}) captured in {:.2f} ms",
+                 bucket, s.plan.num_splits, s.plan.kv_chunk_size, ms);
+  }
+  RETURN_IF_ERROR(UploadInputs(batch, out, s, &graph_buf_));
+  if (step.timed_bucket > 0) CUDA_RETURN_IF_ERROR(cudaEventRecord(replay_start_, stream_));
+  CUDA_RETURN_IF_ERROR(cudaGraphLaunch(exec, stream_));
+  if (step.timed_bucket > 0) CUDA_RETURN_IF_ERROR(cudaEventRecord(replay_end_, stream_));
+  ++stats_.graph_steps;
+  return step;
+}
+
+absl::Status CudaModelRunner::ForwardEager(const std::vector<SequenceInput>& batch,
+                                           const std::vector<int32_t>& seq_slot,
+                                           const std::vector<int32_t>& rows, bool device_sampling,
+                                           const ForwardResult& out) {
+  const ModelConfig& c = weights_->config;
+  int64_t T = 0, S = 0, P = 0;
+  int32_t max_chunk = 0;
+  for (const SequenceInput& in : batch) {
+    T += static_cast<int64_t>(in.tokens.size());
+    if (in.tokens.size() > 1) {
+      ++S;
+      P += static_cast<int64_t>(in.tokens.size());
+      max_chunk = std::max(max_chunk, static_cast<int32_t>(in.tokens.size()));
+    }
+  }
+  const int64_t R = static_cast<int64_t>(rows.size());
+  cuda_internal::StepShape s(T, P, S, R, c.num_kv_heads);
+  s.max_chunk = max_chunk;
+  s.sample = device_sampling;
+  const int32_t max_kv_len = BuildMeta(batch, seq_slot, rows, s);
+  s.rows_identity = R == T;
+  for (int64_t k = 0; k < R && s.rows_identity; ++k) {
+    s.rows_identity = meta_host_[s.off_rows + k] == k;
+  }
+  s.plan = cuda::PlanPagedDecode(static_cast<int32_t>(s.I), c.group_size(), c.head_dim, max_kv_len,
+                                 num_sms_);
+  if (options_.attention_split > 0 && s.I > 0) {
+    s.plan.kv_chunk_size = options_.attention_split;
+    s.plan.num_splits = (max_kv_len + s.plan.kv_chunk_size - 1) / s.plan.kv_chunk_size;
+    s.plan.workspace_o_elems = s.I * s.plan.num_splits * c.group_size() * c.head_dim;
+    s.plan.workspace_lse_elems = s.I * s.plan.num_splits * c.group_size();
+  }
+  RETURN_IF_ERROR(eager_.Reserve(s, c).status());
+  RETURN_IF_ERROR(PrepareGemms(&gemm_, T, R));
+  RETURN_IF_ERROR(UploadInputs(batch, out, s, &eager_));
+  return EnqueueStep(s, gemm_, eager_);
+}
+
+absl::Status CudaModelRunner::EnqueueStep(const cuda_internal::StepShape& s,
+                                          const cuda_internal::GemmSet& gemm,
+                                          cuda_internal::StepBuffers& buf) {
+  const ModelConfig& c = weights_->config;
+  const int64_t d = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim(), hd = c.head_dim;
+  const int64_t inter = c.intermediate_size, qkv_dim = qd + 2 * kvd;
+  const int32_t KVH = c.num_kv_heads, G = c.group_size(), L = c.num_layers;
+  const int32_t bs = options_.block_size;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const int64_t T = s.T, P = s.P, R = s.R;
+  const int64_t layer_stride = int64_t{KVH} * max_blocks_;
+  const int32_t* d_meta = buf.meta.as<int32_t>();
+
+  // KV-append slots of every layer from the mirror (-1 for padding rows).
   {
     cuda::KvSlotsParams p;
     p.tables = tables_.as<int32_t>();
-    p.row_slot = d_meta + off_row_slot;
-    p.positions = d_meta + off_pos;
+    p.row_slot = d_meta + s.off_row_slot;
+    p.positions = d_meta + s.off_pos;
     p.T = static_cast<int32_t>(T);
     p.num_layers = L;
     p.num_kv_heads = KVH;
     p.max_blocks = max_blocks_;
     p.block_size = bs;
-    p.slots = slots_.as<int64_t>();
+    p.slots = buf.slots.as<int64_t>();
     CUDA_RETURN_IF_ERROR(cuda::InvokeKvSlots(p, stream_));
   }
-  float* x = x_.as<float>();
-  float* h = h_.as<float>();
-  __nv_bfloat16* xb = xb_.as<__nv_bfloat16>();
-  float* qkv = qkv_.as<float>();
-  float* tmp = tmp_.as<float>();
+  float* x = buf.x.as<float>();
+  float* h = buf.h.as<float>();
+  __nv_bfloat16* xb = buf.xb.as<__nv_bfloat16>();
+  float* qkv = buf.qkv.as<float>();
+  float* tmp = buf.tmp.as<float>();
   const __nv_bfloat16* embed = embed_.as<__nv_bfloat16>();
 
   // Embedding: gather bf16 rows into xb, widen into the fp32 residual stream.
   {
     cuda::EmbeddingParams<__nv_bfloat16> p;
-    p.ids = d_meta + off_ids;
+    p.ids = d_meta + s.off_ids;
     p.table = embed;
     p.out = xb;
     p.m = T;
@@ -558,7 +784,7 @@ absl::StatusOr<ForwardResult> CudaModelRunner::Forward(const std::vector<Sequenc
       CUDA_RETURN_IF_ERROR(cuda::InvokeRmsNorm(p, stream_));
     }
     CUDA_RETURN_IF_ERROR(cuda::InvokeCastToBf16(h, xb, T * d, stream_));
-    RETURN_IF_ERROR(Gemm(gemm_qkv_, xb, lw.wqkv.as<__nv_bfloat16>(), qkv));
+    RETURN_IF_ERROR(Gemm(gemm.qkv, xb, lw.wqkv.as<__nv_bfloat16>(), qkv));
     {
       cuda::RopeParams<float> p;
       p.x = qkv;
@@ -566,7 +792,7 @@ absl::StatusOr<ForwardResult> CudaModelRunner::Forward(const std::vector<Sequenc
       p.row_stride = qkv_dim;
       p.num_heads = c.num_heads + c.num_kv_heads;
       p.head_dim = static_cast<int32_t>(hd);
-      p.positions = d_meta + off_pos;
+      p.positions = d_meta + s.off_pos;
       p.inv_freq = inv_freq_.as<float>();
       p.layout = c.rope_style == RopeStyle::kInterleaved ? cuda::RopeLayout::kInterleaved
                                                          : cuda::RopeLayout::kHalf;
@@ -580,61 +806,61 @@ absl::StatusOr<ForwardResult> CudaModelRunner::Forward(const std::vector<Sequenc
       p.n = static_cast<int32_t>(T);
       p.num_heads = KVH;
       p.head_dim = static_cast<int32_t>(hd);
-      p.slot_mapping = slots_.as<int64_t>() + l * T * KVH;
+      p.slot_mapping = buf.slots.as<int64_t>() + l * T * KVH;
       p.k_pool = k_pool_.as<__nv_bfloat16>();
       p.v_pool = v_pool_.as<__nv_bfloat16>();
       CUDA_RETURN_IF_ERROR(cuda::InvokeKvAppend(p, stream_));
     }
     // Pack the q heads so that item (t, h) sits at q + (t * KVH + h) * G * hd.
-    CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(q_.as<void>(), qd * sizeof(float), qkv,
+    CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(buf.q.as<void>(), qd * sizeof(float), qkv,
                                            qkv_dim * sizeof(float), qd * sizeof(float), T,
                                            cudaMemcpyDeviceToDevice, stream_));
     const int32_t* layer_tables = tables_.as<int32_t>() + l * layer_stride;
-    if (any_decode) {
+    if (s.I > 0) {
       cuda::PagedDecodeParams<__nv_bfloat16> p;
       p.k_pool = k_pool_.as<__nv_bfloat16>();
       p.v_pool = v_pool_.as<__nv_bfloat16>();
-      p.block_table_offsets = d_meta + off_item;
+      p.block_table_offsets = d_meta + s.off_item;
       p.block_ids = layer_tables;
-      p.begin = d_meta + off_begin;
-      p.end = d_meta + off_end;
-      p.q = q_.as<float>() + P * qd;
-      p.o = attn_.as<float>() + P * qd;
-      p.lse = lse_.as<float>();
-      p.num_items = static_cast<int32_t>(I);
+      p.begin = d_meta + s.off_begin;
+      p.end = d_meta + s.off_end;
+      p.q = buf.q.as<float>() + P * qd;
+      p.o = buf.attn.as<float>() + P * qd;
+      p.lse = buf.lse.as<float>();
+      p.num_items = static_cast<int32_t>(s.I);
       p.block_size = bs;
       p.head_dim = static_cast<int32_t>(hd);
       p.group = G;
       p.scale = 1.0f / std::sqrt(static_cast<float>(hd));
-      p.num_splits = plan.num_splits;
-      p.kv_chunk_size = plan.kv_chunk_size;
-      p.workspace_o = ws_o_.as<float>();
-      p.workspace_lse = ws_lse_.as<float>();
+      p.num_splits = s.plan.num_splits;
+      p.kv_chunk_size = s.plan.kv_chunk_size;
+      p.workspace_o = buf.ws_o.as<float>();
+      p.workspace_lse = buf.ws_lse.as<float>();
       CUDA_RETURN_IF_ERROR(cuda::InvokePagedDecode(p, stream_));
     }
-    if (S > 0) {
+    if (s.S > 0) {
       cuda::PagedPrefillParams<__nv_bfloat16> p;
       p.k_pool = k_pool_.as<__nv_bfloat16>();
       p.v_pool = v_pool_.as<__nv_bfloat16>();
-      p.block_table_offsets = d_meta + off_chunk_table;
+      p.block_table_offsets = d_meta + s.off_chunk_table;
       p.block_ids = layer_tables;
-      p.row_start = d_meta + off_chunk_start;
-      p.pos0 = d_meta + off_chunk_pos;
-      p.q = q_.as<float>();
+      p.row_start = d_meta + s.off_chunk_start;
+      p.pos0 = d_meta + s.off_chunk_pos;
+      p.q = buf.q.as<float>();
       p.q_row_stride = qd;
-      p.o = attn_.as<float>();
+      p.o = buf.attn.as<float>();
       p.o_row_stride = qd;
-      p.num_seqs = static_cast<int32_t>(S);
+      p.num_seqs = static_cast<int32_t>(s.S);
       p.num_kv_heads = KVH;
       p.group = G;
       p.head_dim = static_cast<int32_t>(hd);
       p.block_size = bs;
-      p.max_rows = max_chunk;
+      p.max_rows = s.max_chunk;
       p.scale = 1.0f / std::sqrt(static_cast<float>(hd));
       CUDA_RETURN_IF_ERROR(cuda::InvokePagedPrefill(p, stream_));
     }
-    CUDA_RETURN_IF_ERROR(cuda::InvokeCastToBf16(attn_.as<float>(), xb, T * qd, stream_));
-    RETURN_IF_ERROR(Gemm(gemm_o_, xb, lw.wo.as<__nv_bfloat16>(), tmp));
+    CUDA_RETURN_IF_ERROR(cuda::InvokeCastToBf16(buf.attn.as<float>(), xb, T * qd, stream_));
+    RETURN_IF_ERROR(Gemm(gemm.o, xb, lw.wo.as<__nv_bfloat16>(), tmp));
     {
       cuda::AddRmsNormParams<float> p;
       p.residual = x;
@@ -648,17 +874,17 @@ absl::StatusOr<ForwardResult> CudaModelRunner::Forward(const std::vector<Sequenc
     }
     CUDA_RETURN_IF_ERROR(cuda::InvokeCastToBf16(h, xb, T * d, stream_));
     RETURN_IF_ERROR(
-        Gemm(gemm_gate_up_, xb, lw.w_gate_up.as<__nv_bfloat16>(), gate_up_.as<float>()));
+        Gemm(gemm.gate_up, xb, lw.w_gate_up.as<__nv_bfloat16>(), buf.gate_up.as<float>()));
     {
       cuda::SiluMulParams<float> p;
-      p.gate_up = gate_up_.as<float>();
-      p.out = act_.as<float>();
+      p.gate_up = buf.gate_up.as<float>();
+      p.out = buf.act.as<float>();
       p.m = T;
       p.h = inter;
       CUDA_RETURN_IF_ERROR(cuda::InvokeSiluMul(p, stream_));
     }
-    CUDA_RETURN_IF_ERROR(cuda::InvokeCastToBf16(act_.as<float>(), xb, T * inter, stream_));
-    RETURN_IF_ERROR(Gemm(gemm_down_, xb, lw.w_down.as<__nv_bfloat16>(), tmp));
+    CUDA_RETURN_IF_ERROR(cuda::InvokeCastToBf16(buf.act.as<float>(), xb, T * inter, stream_));
+    RETURN_IF_ERROR(Gemm(gemm.down, xb, lw.w_down.as<__nv_bfloat16>(), tmp));
     {
       cuda::AddRmsNormParams<float> p;
       p.residual = x;
@@ -671,92 +897,83 @@ absl::StatusOr<ForwardResult> CudaModelRunner::Forward(const std::vector<Sequenc
       CUDA_RETURN_IF_ERROR(cuda::InvokeAddRmsNorm(p, stream_));
     }
   }
+  if (R == 0) return absl::OkStatus();
 
   // ---- Logits for the rows asked for (h holds the final-normed hidden states).
-  if (R > 0) {
-    CUDA_RETURN_IF_ERROR(cuda::InvokeCastToBf16(h, xb, T * d, stream_));
+  CUDA_RETURN_IF_ERROR(cuda::InvokeCastToBf16(h, xb, T * d, stream_));
+  const __nv_bfloat16* lm_in = xb;
+  if (!s.rows_identity) {
     cuda::EmbeddingParams<__nv_bfloat16> gather;  // row gather: "ids" are row indices
-    gather.ids = d_meta + off_rows;
+    gather.ids = d_meta + s.off_rows;
     gather.table = xb;
-    gather.out = sel_.as<__nv_bfloat16>();
+    gather.out = buf.sel.as<__nv_bfloat16>();
     gather.m = R;
     gather.d = d;
-    gather.vocab_size = T;
+    gather.vocab_size = static_cast<int32_t>(T);
     CUDA_RETURN_IF_ERROR(cuda::InvokeEmbedding(gather, stream_));
-    const __nv_bfloat16* lm_head = lm_head_tied_ ? embed : lm_head_.as<__nv_bfloat16>();
-    RETURN_IF_ERROR(Gemm(gemm_lm_head_, sel_.as<__nv_bfloat16>(), lm_head, logits_.as<float>()));
-    // Entries with `sampling` are sampled here (their last logits row); the logits travel to
-    // the host only when some entry samples there.
-    bool host_logits = false, device_sampling = false;
-    for (const SequenceInput& s : batch) {
-      if (!s.want_logits) continue;
-      if (s.sampling && !s.all_logits) {
-        device_sampling = true;
-      } else {
-        host_logits = true;
-      }
+    lm_in = buf.sel.as<__nv_bfloat16>();
+  }
+  const __nv_bfloat16* lm_head = lm_head_tied_ ? embed : lm_head_.as<__nv_bfloat16>();
+  RETURN_IF_ERROR(Gemm(gemm.lm_head, lm_in, lm_head, buf.logits.as<float>()));
+  if (s.sample) {
+    cuda::SampleParams sp;
+    sp.logits = buf.logits.as<float>();
+    sp.logits_stride = c.vocab_size;
+    sp.rows = static_cast<int32_t>(R);
+    sp.vocab = c.vocab_size;
+    sp.params = buf.sample_params.as<cuda::SampleRowParams>();
+    sp.out_tokens = buf.sampled.as<int32_t>();
+    sp.out_logprobs = reinterpret_cast<float*>(buf.sampled.as<int32_t>() + R);
+    CUDA_RETURN_IF_ERROR(cuda::InvokeSample(sp, stream_));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaModelRunner::FinishStep(const std::vector<SequenceInput>& batch, int64_t R,
+                                         int64_t sample_stride,
+                                         const cuda_internal::StepBuffers& buf,
+                                         ForwardResult* out) {
+  const int32_t V = weights_->config.vocab_size;
+  // Entries with `sampling` were sampled on the device (their last logits row); the logits
+  // travel to the host only when some entry samples there.
+  bool host_logits = false, device_sampling = false;
+  for (const SequenceInput& s : batch) {
+    if (!s.want_logits) continue;
+    if (s.sampling && !s.all_logits) {
+      device_sampling = true;
+    } else {
+      host_logits = true;
     }
-    if (device_sampling) {
-      std::vector<cuda::SampleRowParams> params(R);  // greedy for rows nobody reads
-      for (size_t b = 0; b < batch.size(); ++b) {
-        const SequenceInput& s = batch[b];
-        if (!s.want_logits || !s.sampling || s.all_logits) continue;
-        cuda::SampleRowParams& sp = params[out.first_row[b] + out.num_rows[b] - 1];
-        sp.temperature = s.sampling->temperature;
-        sp.top_k = s.sampling->top_k > 0 ? s.sampling->top_k : -1;
-        sp.top_p = s.sampling->top_p;
-        sp.min_p = s.sampling->min_p;
-        sp.seed = s.sampling->seed;
-        sp.step = s.sampling->step;
-      }
-      RETURN_IF_ERROR(sample_params_.Grow(R * sizeof(cuda::SampleRowParams)));
-      RETURN_IF_ERROR(sampled_.Grow(R * (sizeof(int32_t) + sizeof(float))));
-      CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(sample_params_.as<void>(), params.data(),
-                                           R * sizeof(cuda::SampleRowParams),
-                                           cudaMemcpyHostToDevice, stream_));
-      cuda::SampleParams sp;
-      sp.logits = logits_.as<float>();
-      sp.logits_stride = c.vocab_size;
-      sp.rows = static_cast<int32_t>(R);
-      sp.vocab = c.vocab_size;
-      sp.params = sample_params_.as<cuda::SampleRowParams>();
-      sp.out_tokens = sampled_.as<int32_t>();
-      sp.out_logprobs = reinterpret_cast<float*>(sampled_.as<int32_t>() + R);
-      CUDA_RETURN_IF_ERROR(cuda::InvokeSample(sp, stream_));
-      sample_host_.resize(R * (sizeof(int32_t) + sizeof(float)));
-      CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(sample_host_.data(), sampled_.as<void>(),
-                                           sample_host_.size(), cudaMemcpyDeviceToHost, stream_));
-    }
-    if (host_logits) {
-      out.logits.resize(R * c.vocab_size);
-      CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out.logits.data(), logits_.as<void>(),
-                                           R * c.vocab_size * sizeof(float),
-                                           cudaMemcpyDeviceToHost, stream_));
-    }
-    CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
-    if (device_sampling) {
-      out.sampled.assign(batch.size(), -1);
-      out.sampled_logprob.assign(batch.size(), 0.0f);
-      const int32_t* tokens = reinterpret_cast<const int32_t*>(sample_host_.data());
-      const float* logprobs = reinterpret_cast<const float*>(sample_host_.data() + R * sizeof(int32_t));
-      for (size_t b = 0; b < batch.size(); ++b) {
-        const SequenceInput& s = batch[b];
-        if (!s.want_logits || !s.sampling || s.all_logits) continue;
-        const int32_t row = out.first_row[b] + out.num_rows[b] - 1;
-        out.sampled[b] = tokens[row];
-        out.sampled_logprob[b] = logprobs[row];
-        if (!host_logits) {
-          out.first_row[b] = -1;
-          out.num_rows[b] = 0;
-        }
-      }
-    }
+  }
+  if (R > 0 && device_sampling) {
+    sample_host_.resize(sample_stride * (sizeof(int32_t) + sizeof(float)));
+    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(sample_host_.data(), buf.sampled.as<void>(),
+                                         sample_host_.size(), cudaMemcpyDeviceToHost, stream_));
+  }
+  if (R > 0 && host_logits) {
+    out->logits.resize(R * V);
+    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out->logits.data(), buf.logits.as<void>(),
+                                         R * V * sizeof(float), cudaMemcpyDeviceToHost, stream_));
   }
   CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
-  for (const SequenceInput& s : batch) {
-    cache_->Advance(s.seq_id, static_cast<int32_t>(s.tokens.size()));
+  if (R == 0 || !device_sampling) return absl::OkStatus();
+  out->sampled.assign(batch.size(), -1);
+  out->sampled_logprob.assign(batch.size(), 0.0f);
+  const int32_t* tokens = reinterpret_cast<const int32_t*>(sample_host_.data());
+  const float* logprobs =
+      reinterpret_cast<const float*>(sample_host_.data() + sample_stride * sizeof(int32_t));
+  for (size_t b = 0; b < batch.size(); ++b) {
+    const SequenceInput& s = batch[b];
+    if (!s.want_logits || !s.sampling || s.all_logits) continue;
+    const int32_t row = out->first_row[b] + out->num_rows[b] - 1;
+    out->sampled[b] = tokens[row];
+    out->sampled_logprob[b] = logprobs[row];
+    if (!host_logits) {
+      out->first_row[b] = -1;
+      out->num_rows[b] = 0;
+    }
   }
-  return out;
+  return absl::OkStatus();
 }
 
 }  // namespace kvasir

@@ -20,6 +20,16 @@
 //
 // Sampling: entries with SequenceInput::sampling are sampled on the device
 // (kernels/sampling/), and only token ids come back; other entries get fp32 logits.
+//
+// CUDA graphs (options.cuda_graphs): a pure-decode step (every entry one token with
+// want_logits) is padded up to a bucket batch size (decode_graphs.h) and its device work, from
+// the KV-append slots to the sampling, replays a graph captured the first time that (bucket,
+// split-KV plan) came up. The graph's buffers are a scratch set of their own (graph_buf_), sized
+// for the largest bucket before the first capture, so eager steps of any size never move them;
+// the step's inputs are copied into them before cudaGraphLaunch. Padded rows read token 0 at
+// position 0, append no K/V (slot -1) and attend over nothing; their logits and samples are
+// computed and dropped. Everything else (prefill chunks, mixed steps, batches over
+// kMaxGraphBatch, a fixed attention_split) runs eagerly; a failed capture falls back to eager.
 #pragma once
 
 #include <cublasLt.h>
@@ -27,6 +37,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <unordered_map>
 #include <vector>
@@ -36,6 +47,7 @@
 #include "model/local_attention.h"
 #include "model/model_runner.h"
 #include "model/weights.h"
+#include "runtime/cuda/decode_graphs.h"
 
 namespace kvasir {
 
@@ -52,6 +64,23 @@ struct CudaModelRunnerOptions {
   // Tokens per split-KV chunk of the attention (0: PlanPagedDecode decides); a fixed split
   // checks that the split + merge path is exact, as ModelRunner::set_attention_split does.
   int32_t attention_split = 0;
+  // Replay pure-decode steps of up to kMaxGraphBatch sequences from CUDA graphs (off with a
+  // fixed attention_split). Off: every step launches its kernels one by one.
+  bool cuda_graphs = true;
+};
+
+// What Forward() did so far (for tests and benchmarks).
+struct CudaRunnerStats {
+  int64_t eager_steps = 0;
+  int64_t graph_steps = 0;  // pure-decode steps replayed from a graph
+  int64_t graphs_captured = 0;
+  int64_t capture_failures = 0;
+  double capture_ms = 0.0;  // host time spent capturing and instantiating
+  // Over the steps that replayed a graph captured before them: the GPU time of the replays
+  // (events around cudaGraphLaunch) and the host time of their Forward() calls, end to end.
+  double replay_gpu_ms = 0.0;
+  double replay_forward_ms = 0.0;
+  int64_t timed_replays = 0;
 };
 
 namespace cuda_internal {
@@ -83,6 +112,44 @@ struct GemmPlan {
   void Reset();
 };
 
+// The GEMMs of one step: four per layer for the step's rows, the logits for its logits rows.
+struct GemmSet {
+  GemmPlan qkv, o, gate_up, down, lm_head;
+  GemmSet() = default;
+  GemmSet(const GemmSet&) = delete;
+  GemmSet& operator=(const GemmSet&) = delete;
+  ~GemmSet() {
+    for (GemmPlan* p : {&qkv, &o, &gate_up, &down, &lm_head}) p->Reset();
+  }
+};
+
+// Row counts and metadata layout of one step's device work (defined in the .cc).
+struct StepShape;
+
+// The device scratch of a step, grown as needed (T = rows of the step, R = logits rows,
+// I = decode items).
+struct StepBuffers {
+  DeviceBuffer x;              // [T, hidden] fp32 residual stream
+  DeviceBuffer h;              // [T, hidden] fp32 normed
+  DeviceBuffer xb;             // [T, max(hidden, q_dim, intermediate)] bf16 GEMM input
+  DeviceBuffer qkv;            // [T, q | k | v] fp32
+  DeviceBuffer q;              // [T, q_dim] fp32, q heads packed for attention
+  DeviceBuffer attn;           // [T, q_dim] fp32
+  DeviceBuffer lse;            // [I, group] fp32
+  DeviceBuffer tmp;            // [T, hidden] fp32
+  DeviceBuffer gate_up;        // [T, 2 * intermediate] fp32
+  DeviceBuffer act;            // [T, intermediate] fp32
+  DeviceBuffer sel;            // [R, hidden] bf16 rows that get logits
+  DeviceBuffer logits;         // [R, vocab] fp32
+  DeviceBuffer ws_o, ws_lse;   // split-KV workspace (PlanPagedDecode)
+  DeviceBuffer meta;           // int32 step metadata, layout in StepShape
+  DeviceBuffer slots;          // [num_layers, T, num_kv_heads] int64 pool rows
+  DeviceBuffer sample_params;  // [R] cuda::SampleRowParams
+  DeviceBuffer sampled;        // [R] int32 tokens | [R] fp32 logprobs
+  // Grows every buffer to `s`; true when any of them moved (a graph using them is stale).
+  absl::StatusOr<bool> Reserve(const StepShape& s, const ModelConfig& c);
+};
+
 }  // namespace cuda_internal
 
 class CudaModelRunner : public StepRunner {
@@ -112,6 +179,7 @@ class CudaModelRunner : public StepRunner {
   const ModelConfig& config() const override { return weights_->config; }
   KvCapacity* kv() override { return capacity_.get(); }
   bool samples_on_device() const override { return true; }
+  const CudaRunnerStats& stats() const { return stats_; }
 
  private:
   struct DeviceLayer {
@@ -150,8 +218,39 @@ class CudaModelRunner : public StepRunner {
   // than max_seqs sequences hold KV.
   absl::Status SyncTables(const std::vector<SequenceInput>& batch, std::vector<int32_t>* slots);
   absl::Status PrepareGemm(cuda_internal::GemmPlan* plan, int64_t m);
+  absl::Status PrepareGemms(cuda_internal::GemmSet* set, int64_t rows, int64_t logit_rows);
   absl::Status Gemm(const cuda_internal::GemmPlan& plan, const __nv_bfloat16* x,
                     const __nv_bfloat16* w, float* y);
+  // Fills meta_host_ in the layout of `s` for the batch's rows (reordered prefill-first) and
+  // the graph padding rows after them; returns the longest decode attention range.
+  int32_t BuildMeta(const std::vector<SequenceInput>& batch, const std::vector<int32_t>& seq_slot,
+                    const std::vector<int32_t>& logit_rows, const cuda_internal::StepShape& s);
+  // Uploads meta_host_ and, when s.sample, the sampling parameters of the s.R logits rows
+  // (greedy for rows that no entry samples) into `buf`.
+  absl::Status UploadInputs(const std::vector<SequenceInput>& batch, const ForwardResult& out,
+                            const cuda_internal::StepShape& s, cuda_internal::StepBuffers* buf);
+  // The step's device work after its inputs are uploaded: KV-append slots, embedding, layers,
+  // logits, sampling. Launches only (capturable): nothing is allocated or synchronized.
+  absl::Status EnqueueStep(const cuda_internal::StepShape& s, const cuda_internal::GemmSet& gemm,
+                           cuda_internal::StepBuffers& buf);
+  struct GraphStep {
+    bool ran = false;           // false: the step takes the eager path
+    int64_t sample_stride = 0;  // rows of the sampled-token buffer (the bucket)
+    int32_t timed_bucket = 0;   // > 0: a replay of an earlier capture, timed by the events
+  };
+  // A pure-decode step through its graph, captured first if need be (a failed capture runs the
+  // padded work eagerly). Not run when the key's captures failed for good; errors are CUDA
+  // failures.
+  absl::StatusOr<GraphStep> ForwardGraph(const std::vector<SequenceInput>& batch,
+                                         const std::vector<int32_t>& seq_slot,
+                                         const ForwardResult& out);
+  absl::Status ForwardEager(const std::vector<SequenceInput>& batch,
+                            const std::vector<int32_t>& seq_slot, const std::vector<int32_t>& rows,
+                            bool device_sampling, const ForwardResult& out);
+  // Copies the R logits rows and sampled tokens (logprobs sample_stride entries after them) of
+  // `buf` to the host as the batch needs them, waits for the step, fills `out`.
+  absl::Status FinishStep(const std::vector<SequenceInput>& batch, int64_t R, int64_t sample_stride,
+                          const cuda_internal::StepBuffers& buf, ForwardResult* out);
 
   const ModelWeights* weights_;
   CudaModelRunnerOptions options_;
@@ -165,7 +264,7 @@ class CudaModelRunner : public StepRunner {
   cublasLtHandle_t lt_ = nullptr;
   cublasLtMatmulDesc_t matmul_desc_ = nullptr;
   cuda_internal::DeviceBuffer lt_workspace_;
-  cuda_internal::GemmPlan gemm_qkv_, gemm_o_, gemm_gate_up_, gemm_down_, gemm_lm_head_;
+  cuda_internal::GemmSet gemm_;  // eager steps'
 
   // Weights.
   cuda_internal::DeviceBuffer embed_;    // [vocab, hidden] bf16
@@ -178,25 +277,26 @@ class CudaModelRunner : public StepRunner {
   // [max_seqs, num_layers, num_kv_heads, max_blocks_] int32: device mirror of the page tables
   cuda_internal::DeviceBuffer tables_;
 
-  // Per-step scratch, grown as needed (T = tokens of the step, R = logits rows, I = items).
-  cuda_internal::DeviceBuffer x_;        // [T, hidden] fp32 residual stream
-  cuda_internal::DeviceBuffer h_;        // [T, hidden] fp32 normed
-  cuda_internal::DeviceBuffer xb_;       // [T, max(hidden, q_dim, intermediate)] bf16 GEMM input
-  cuda_internal::DeviceBuffer qkv_;      // [T, q | k | v] fp32
-  cuda_internal::DeviceBuffer q_;        // [T, q_dim] fp32, q heads packed for attention
-  cuda_internal::DeviceBuffer attn_;     // [T, q_dim] fp32
-  cuda_internal::DeviceBuffer lse_;      // [T * num_kv_heads, group] fp32
-  cuda_internal::DeviceBuffer tmp_;      // [T, hidden] fp32
-  cuda_internal::DeviceBuffer gate_up_;  // [T, 2 * intermediate] fp32
-  cuda_internal::DeviceBuffer act_;      // [T, intermediate] fp32
-  cuda_internal::DeviceBuffer sel_;      // [R, hidden] bf16 rows that get logits
-  cuda_internal::DeviceBuffer logits_;   // [R, vocab] fp32
-  cuda_internal::DeviceBuffer ws_o_, ws_lse_;  // split-KV workspace (PlanPagedDecode)
-  cuda_internal::DeviceBuffer meta_;           // int32 step metadata, layout in Forward()
-  cuda_internal::DeviceBuffer pairs_;          // int2 (mirror index, block id) updates
-  cuda_internal::DeviceBuffer slots_;          // [num_layers, T, num_kv_heads] int64 pool rows
-  cuda_internal::DeviceBuffer sample_params_;  // [R] cuda::SampleRowParams
-  cuda_internal::DeviceBuffer sampled_;        // [R] int32 tokens | [R] fp32 logprobs
+  int32_t max_context_ = 0;  // longest attention range: min(max positions, mirror blocks)
+
+  cuda_internal::StepBuffers eager_;   // eager steps' scratch
+  cuda_internal::DeviceBuffer pairs_;  // int2 (mirror index, block id) updates
+
+  // Decode graphs: their scratch (moved only by a larger split-KV workspace, which drops every
+  // graph), the captured graphs, the bucket sizes.
+  cuda_internal::StepBuffers graph_buf_;
+  cuda_internal::DecodeGraphCache graphs_;
+  std::vector<int32_t> buckets_;
+  int64_t graph_ws_o_elems_ = 0, graph_ws_lse_elems_ = 0;  // workspace sized up front
+  bool capture_failure_logged_ = false;
+  CudaRunnerStats stats_;
+  cudaEvent_t replay_start_ = nullptr, replay_end_ = nullptr;
+  struct ReplayTiming {
+    int64_t replays = 0;
+    double gpu_ms = 0.0, forward_ms = 0.0;
+  };
+  std::map<int32_t, ReplayTiming> replay_timing_;  // by bucket, logged by the destructor
+
   std::vector<int32_t> meta_host_;
   std::vector<int32_t> pairs_host_;            // flattened int2
   std::vector<uint8_t> sample_host_;

@@ -1,14 +1,17 @@
 // CudaModelRunner against the CPU fp32 ModelRunner on stories260K: teacher forcing over 4
 // sequences of 500 tokens (2,000 positions) fed as mixed prefill chunks and decode steps in
 // batches of all four, top-1 agreement >= 99%; and bad inputs rejected before any state
-// changes. Skips without a CUDA device (the validation test does not need one).
+// changes; pure-decode steps replayed from CUDA graphs against the eager path. Skips without a
+// CUDA device (the validation and bucket tests do not need one).
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
 #include <condition_variable>
-#include <mutex>
 #include <cstdio>
+#include <map>
+#include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -19,6 +22,7 @@
 #include "model/testing_util.h"
 #include "runtime/cpu/cpu_backend.h"
 #include "runtime/cuda/cuda_model_runner.h"
+#include "runtime/cuda/decode_graphs.h"
 
 namespace kvasir {
 namespace {
@@ -461,6 +465,228 @@ TEST(CudaModelRunner, SlotsAreReusedAcrossFreeAndCreate) {
   }
   EXPECT_LE(diff, 1e-5);
   EXPECT_LE(diff2, 1e-5);
+}
+
+// No device needed: bucket sizes and the KV length a graph's split plan is made for.
+TEST(DecodeGraphs, BucketsAndPlanLengths) {
+  using cuda_internal::DecodeGraphBuckets;
+  EXPECT_EQ(DecodeGraphBuckets(1), std::vector<int32_t>({1}));
+  EXPECT_EQ(DecodeGraphBuckets(5), std::vector<int32_t>({1, 2, 4, 5}));
+  EXPECT_EQ(DecodeGraphBuckets(32), std::vector<int32_t>({1, 2, 4, 8, 16, 32}));
+  EXPECT_EQ(DecodeGraphBuckets(100),
+            std::vector<int32_t>({1, 2, 4, 8, 16, 32, 48, 64, 80, 96, 100}));
+  const std::vector<int32_t> all = DecodeGraphBuckets(1 << 20);
+  EXPECT_EQ(all, std::vector<int32_t>(
+                     {1, 2, 4, 8, 16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256}));
+  EXPECT_EQ(all.back(), cuda_internal::kMaxGraphBatch);
+  using cuda_internal::GraphPlanKvLen;
+  EXPECT_EQ(GraphPlanKvLen(1, 8192), 128);
+  EXPECT_EQ(GraphPlanKvLen(128, 8192), 128);
+  EXPECT_EQ(GraphPlanKvLen(129, 8192), 256);
+  EXPECT_EQ(GraphPlanKvLen(5000, 8192), 8192);
+  EXPECT_EQ(GraphPlanKvLen(5000, 6000), 6000);
+  EXPECT_EQ(GraphPlanKvLen(100, 64), 100);  // never below the step's own length
+}
+
+// Runs the same batches through two runners and compares what comes back.
+struct PairedRunners {
+  CudaModelRunner* graphs;
+  CudaModelRunner* eager;
+  int32_t vocab;
+  double max_logit_diff = 0.0;
+  int64_t rows = 0, agree = 0;
+
+  // Grows both caches, runs `batch` on both; fills next[b] with each entry's next token (the
+  // device sample, else the argmax of its last host row) from each runner.
+  void Step(const std::vector<SequenceInput>& batch, std::vector<int32_t>* next_graphs,
+            std::vector<int32_t>* next_eager) {
+    for (CudaModelRunner* r : {graphs, eager}) {
+      for (const SequenceInput& in : batch) {
+        ASSERT_TRUE(r->kv()->Grow(in.seq_id, static_cast<int32_t>(in.tokens.size())).ok());
+      }
+    }
+    auto a = graphs->Forward(batch);
+    ASSERT_TRUE(a.ok()) << a.status();
+    auto b = eager->Forward(batch);
+    ASSERT_TRUE(b.ok()) << b.status();
+    ASSERT_EQ(a->first_row, b->first_row);
+    ASSERT_EQ(a->num_rows, b->num_rows);
+    ASSERT_EQ(a->logits.size(), b->logits.size());
+    ASSERT_EQ(a->sampled.size(), b->sampled.size());
+    for (size_t i = 0; i < a->logits.size(); ++i) {
+      ASSERT_TRUE(std::isfinite(a->logits[i])) << i;
+      max_logit_diff =
+          std::max(max_logit_diff, static_cast<double>(std::fabs(a->logits[i] - b->logits[i])));
+    }
+    auto next = [&](const ForwardResult& r, std::vector<int32_t>* out) {
+      out->assign(batch.size(), -1);
+      for (size_t e = 0; e < batch.size(); ++e) {
+        if (!r.sampled.empty() && r.sampled[e] >= 0) {
+          (*out)[e] = r.sampled[e];
+        } else if (r.first_row[e] >= 0) {
+          (*out)[e] = Argmax(r.row(r.first_row[e] + r.num_rows[e] - 1), vocab);
+        }
+      }
+    };
+    next(*a, next_graphs);
+    next(*b, next_eager);
+    for (size_t e = 0; e < batch.size(); ++e) {
+      ++rows;
+      agree += (*next_graphs)[e] == (*next_eager)[e];
+    }
+  }
+};
+
+// Greedy decoding with graphs on and off: the same tokens and (host) logits within 1e-5, over
+// batches of 1, 3, 5, 17, 4 and 2 sequences (padded to buckets 1, 4, 8, 32, 4, 2). Sequences
+// join through mixed prefill + decode steps (eager) and leave between phases, so slots are
+// reused under the graphs; 8-token blocks make every sequence cross block boundaries during
+// replays. Entries mix device sampling, host logits and all_logits. Every range stays under
+// 128 tokens, where the graphs' split-KV plan equals the eager one (no split).
+TEST(CudaModelRunner, DecodeGraphsMatchEager) {
+  if (!HaveGpu()) GTEST_SKIP() << "no CUDA device";
+  testing::TestModel m = testing::LoadStories260K();
+  ASSERT_NE(m.weights, nullptr);
+  const std::vector<std::vector<int32_t>> text = TestSequences(*m.tokenizer);
+  ASSERT_EQ(static_cast<int>(text.size()), kSeqs);
+  CudaModelRunnerOptions opt;
+  opt.num_blocks = 8192;
+  opt.block_size = 8;
+  opt.max_seqs = 32;
+  auto graphs_or = CudaModelRunner::Create(m.weights.get(), opt);
+  ASSERT_TRUE(graphs_or.ok()) << graphs_or.status();
+  opt.cuda_graphs = false;
+  auto eager_or = CudaModelRunner::Create(m.weights.get(), opt);
+  ASSERT_TRUE(eager_or.ok()) << eager_or.status();
+  PairedRunners run{graphs_or->get(), eager_or->get(), m.weights->config.vocab_size};
+
+  struct Live {
+    int64_t id;
+    std::vector<int32_t> fed;  // prompt, then the generated tokens
+    int32_t cached = 0;
+  };
+  std::vector<Live> live;  // oldest first
+  int64_t next_id = 1;
+  std::set<int32_t> buckets_used;
+  const std::vector<int32_t> all_buckets = cuda_internal::DecodeGraphBuckets(opt.max_seqs);
+  int decode_steps = 0;
+  for (int target : {1, 3, 5, 17, 4, 2}) {
+    while (static_cast<int>(live.size()) > target) {  // the oldest leave
+      run.graphs->kv()->Release(live.front().id);
+      run.eager->kv()->Release(live.front().id);
+      live.erase(live.begin());
+    }
+    while (static_cast<int>(live.size()) < target) {  // new ones join with a prompt
+      const int64_t id = next_id++;
+      ASSERT_TRUE(run.graphs->kv()->Grow(id, 0).ok());
+      ASSERT_TRUE(run.eager->kv()->Grow(id, 0).ok());
+      const std::vector<int32_t>& t = text[id % kSeqs];
+      const int len = 3 + static_cast<int>((id * 7) % 17);
+      const int off = static_cast<int>((id * 37) % 200);
+      live.push_back({id, std::vector<int32_t>(t.begin() + off, t.begin() + off + len), 0});
+    }
+    for (int step = 0; step < 20; ++step) {
+      std::vector<SequenceInput> batch;
+      bool pure_decode = true;
+      for (const Live& l : live) {
+        SequenceInput in;
+        in.seq_id = l.id;
+        in.start_pos = l.cached;
+        in.tokens.assign(l.fed.begin() + l.cached, l.fed.end());
+        if (l.id % 3 == 1) in.sampling = RunnerSampling{};  // greedy on the device
+        in.all_logits = l.id % 3 == 2;
+        pure_decode &= in.tokens.size() == 1;
+        batch.push_back(std::move(in));
+      }
+      std::vector<int32_t> got, want;
+      run.Step(batch, &got, &want);
+      if (::testing::Test::HasFatalFailure()) return;
+      ASSERT_EQ(got, want) << "batch of " << live.size() << ", step " << step;
+      if (pure_decode) {
+        ++decode_steps;
+        buckets_used.insert(*std::lower_bound(all_buckets.begin(), all_buckets.end(),
+                                              static_cast<int32_t>(live.size())));
+      }
+      for (size_t e = 0; e < live.size(); ++e) {
+        live[e].cached = static_cast<int32_t>(live[e].fed.size());
+        live[e].fed.push_back(got[e]);
+        ASSERT_LT(live[e].fed.size(), 128u);
+      }
+    }
+  }
+  const CudaRunnerStats& gs = run.graphs->stats();
+  const CudaRunnerStats& es = run.eager->stats();
+  std::printf(
+      "decode graphs vs eager: %lld steps (%lld from graphs, %lld graphs captured in %.1f ms, "
+      "%lld capture failures), token agreement %lld/%lld, logits max abs diff %.3g\n",
+      static_cast<long long>(gs.eager_steps + gs.graph_steps),
+      static_cast<long long>(gs.graph_steps), static_cast<long long>(gs.graphs_captured),
+      gs.capture_ms, static_cast<long long>(gs.capture_failures), static_cast<long long>(run.agree),
+      static_cast<long long>(run.rows), run.max_logit_diff);
+  if (gs.timed_replays > 0) {
+    std::printf("  graph replays: %.3f ms on the GPU, %.3f ms per Forward() (%lld timed)\n",
+                gs.replay_gpu_ms / gs.timed_replays, gs.replay_forward_ms / gs.timed_replays,
+                static_cast<long long>(gs.timed_replays));
+  }
+  EXPECT_EQ(run.agree, run.rows);
+  EXPECT_LE(run.max_logit_diff, 1e-5);
+  EXPECT_EQ(gs.graph_steps, decode_steps);
+  EXPECT_EQ(gs.capture_failures, 0);
+  EXPECT_EQ(gs.graphs_captured, static_cast<int64_t>(buckets_used.size()));
+  EXPECT_EQ(es.graph_steps, 0);
+  EXPECT_EQ(es.graphs_captured, 0);
+  for (const Live& l : live) {
+    EXPECT_EQ(run.graphs->cache().Length(l.id), l.cached);
+    EXPECT_EQ(run.eager->cache().Length(l.id), l.cached);
+  }
+  EXPECT_EQ(run.graphs->kv()->Usage().blocks_used, run.eager->kv()->Usage().blocks_used);
+}
+
+// Past 128 tokens the graphs' attention splits by the length class (here 256, then 512) while
+// the eager plan follows the exact length, so the fp32 sums are ordered differently: teacher
+// forced, the two stay within the split-KV bounds of MatchesCpuUnderTeacherForcing. Three
+// sequences: bucket 4, so a padding row rides along the split + merge.
+TEST(CudaModelRunner, DecodeGraphsWithSplitKv) {
+  if (!HaveGpu()) GTEST_SKIP() << "no CUDA device";
+  testing::TestModel m = testing::LoadStories260K();
+  ASSERT_NE(m.weights, nullptr);
+  const std::vector<std::vector<int32_t>> text = TestSequences(*m.tokenizer);
+  ASSERT_EQ(static_cast<int>(text.size()), kSeqs);
+  CudaModelRunnerOptions opt;
+  opt.num_blocks = 4096;
+  auto graphs_or = CudaModelRunner::Create(m.weights.get(), opt);
+  ASSERT_TRUE(graphs_or.ok()) << graphs_or.status();
+  opt.cuda_graphs = false;
+  auto eager_or = CudaModelRunner::Create(m.weights.get(), opt);
+  ASSERT_TRUE(eager_or.ok()) << eager_or.status();
+  PairedRunners run{graphs_or->get(), eager_or->get(), m.weights->config.vocab_size};
+  constexpr int kPrompt = 230, kEnd = 300, kN = 3;
+  std::vector<SequenceInput> batch;
+  for (int s = 0; s < kN; ++s) {
+    ASSERT_TRUE(run.graphs->kv()->Grow(s, 0).ok());
+    ASSERT_TRUE(run.eager->kv()->Grow(s, 0).ok());
+    batch.push_back(
+        {s, std::vector<int32_t>(text[s].begin(), text[s].begin() + kPrompt), 0, true, false});
+  }
+  std::vector<int32_t> got, want;
+  run.Step(batch, &got, &want);
+  for (int pos = kPrompt; pos < kEnd; ++pos) {
+    for (int s = 0; s < kN; ++s) batch[s] = {s, {text[s][pos]}, pos, true, false};
+    run.Step(batch, &got, &want);
+    if (::testing::Test::HasFatalFailure()) return;
+  }
+  const CudaRunnerStats& gs = run.graphs->stats();
+  const double pct = 100.0 * static_cast<double>(run.agree) / static_cast<double>(run.rows);
+  std::printf(
+      "split-KV decode graphs vs eager (teacher forced, %d sequences, positions %d..%d): "
+      "%lld graph steps, %lld graphs, top-1 agreement %.2f%%, logits max abs diff %.3g\n",
+      kN, kPrompt, kEnd, static_cast<long long>(gs.graph_steps),
+      static_cast<long long>(gs.graphs_captured), pct, run.max_logit_diff);
+  EXPECT_EQ(gs.graph_steps, kEnd - kPrompt);
+  EXPECT_EQ(gs.capture_failures, 0);
+  EXPECT_EQ(gs.graphs_captured, 2);  // length classes 256 and 512
+  EXPECT_GE(pct, 99.0);
+  EXPECT_LE(run.max_logit_diff, 1.0);
 }
 
 }  // namespace

@@ -19,9 +19,13 @@ __global__ void KvSlotsKernel(KvSlotsParams p) {
     const int64_t lt = i / p.num_kv_heads;
     const int32_t t = static_cast<int32_t>(lt % p.T);
     const int32_t l = static_cast<int32_t>(lt / p.T);
+    const int32_t slot = p.row_slot[t];
+    if (slot < 0) {
+      p.slots[i] = -1;  // padding row: InvokeKvAppend skips it
+      continue;
+    }
     const int32_t pos = p.positions[t];
-    const int64_t table =
-        ((int64_t{p.row_slot[t]} * p.num_layers + l) * p.num_kv_heads + h) * p.max_blocks;
+    const int64_t table = ((int64_t{slot} * p.num_layers + l) * p.num_kv_heads + h) * p.max_blocks;
     p.slots[i] = int64_t{p.tables[table + pos / p.block_size]} * p.block_size + pos % p.block_size;
   }
 }

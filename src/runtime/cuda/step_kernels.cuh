@@ -16,10 +16,11 @@ struct KvSlotsParams {
   // Page tables of every sequence slot: table (slot, layer, kv_head) is
   // tables[((slot * num_layers + layer) * num_kv_heads + kv_head) * max_blocks ...].
   const int32_t* tables = nullptr;
-  const int32_t* row_slot = nullptr;   // [T] sequence slot of each row of the step
+  const int32_t* row_slot = nullptr;   // [T] sequence slot of each row of the step, < 0: none
   const int32_t* positions = nullptr;  // [T] position of each row
   int32_t T = 0, num_layers = 0, num_kv_heads = 0, max_blocks = 0, block_size = 16;
-  // [num_layers, T, num_kv_heads] out: pool row (block * block_size + slot) of each new K/V row.
+  // [num_layers, T, num_kv_heads] out: pool row (block * block_size + slot) of each new K/V row,
+  // -1 for rows without a sequence slot (graph padding; the KV append skips them).
   int64_t* slots = nullptr;
 };
 cudaError_t InvokeKvSlots(const KvSlotsParams& p, cudaStream_t stream);
