@@ -30,6 +30,20 @@ if [[ -n "$SAN" ]]; then
   timeout 90 "$SAN" --tool racecheck "$BUNDLE/bin/paged_decode_test" \
     --gtest_filter='PagedDecode.MatchesReferenceGrid' >"$LOGS/racecheck.log" 2>&1
   summary+="racecheck paged_decode_test rc=$? $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$LOGS/racecheck.log" | tail -1)"$'\n'
+  # The prefill kernel's shared-memory tiles and the sampling kernel's histograms.
+  if [[ -x "$BUNDLE/bin/paged_prefill_test" ]]; then
+    timeout 180 "$SAN" --tool memcheck --leak-check no "$BUNDLE/bin/paged_prefill_test" \
+      --gtest_filter='*DecodeRows*:*OtherHeadDims*' >"$LOGS/memcheck_prefill.log" 2>&1
+    summary+="memcheck paged_prefill_test rc=$? $(grep -E 'ERROR SUMMARY' "$LOGS/memcheck_prefill.log" | tail -1)"$'\n'
+    timeout 180 "$SAN" --tool racecheck "$BUNDLE/bin/paged_prefill_test" \
+      --gtest_filter='*DecodeRows*' >"$LOGS/racecheck_prefill.log" 2>&1
+    summary+="racecheck paged_prefill_test rc=$? $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$LOGS/racecheck_prefill.log" | tail -1)"$'\n'
+  fi
+  if [[ -x "$BUNDLE/bin/sampling_test" ]]; then
+    timeout 180 "$SAN" --tool racecheck "$BUNDLE/bin/sampling_test" \
+      --gtest_filter='*Greedy*:*Reference*' >"$LOGS/racecheck_sampling.log" 2>&1
+    summary+="racecheck sampling_test rc=$? $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$LOGS/racecheck_sampling.log" | tail -1)"$'\n'
+  fi
 fi
 grep -h '^\[[a-z_ ]*\]' "$LOGS"/*_test.log | sort | uniq | head -80
 grep -h -B2 -A8 'Failure' "$LOGS"/*_test.log | head -60
