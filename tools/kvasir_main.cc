@@ -5,8 +5,10 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <numeric>
 #include <string>
@@ -219,9 +221,15 @@ int Convert(int argc, char** argv) {
 // contract) over `cache` for one batch size; prints one table row.
 constexpr int kWarmupSteps = 3;
 
+// `check`, when set, gets the prefill batch and its result (host logits: no device sampling
+// in that step) before the decode steps run.
+using PrefillCheck =
+    std::function<absl::Status(const std::vector<SequenceInput>&, const ForwardResult&)>;
+
 template <typename Runner>
 absl::Status BenchBatch(Runner& runner, KvCache& cache, const std::string& name, int threads,
-                        int B, int prompt_len, int steps, double roofline_ms) {
+                        int B, int prompt_len, int steps, double roofline_ms,
+                        const PrefillCheck& check = nullptr) {
   using Clock = std::chrono::steady_clock;
   const ModelConfig& c = runner.config();
   std::vector<SequenceInput> batch(B);
@@ -229,13 +237,19 @@ absl::Status BenchBatch(Runner& runner, KvCache& cache, const std::string& name,
     RETURN_IF_ERROR(cache.Create(1000 + b));
     batch[b].seq_id = 1000 + b;
     // Greedy on the device where the runner samples there (only token ids come back).
-    if (runner.samples_on_device()) batch[b].sampling = RunnerSampling{};
+    if (runner.samples_on_device() && !check) batch[b].sampling = RunnerSampling{};
     batch[b].tokens.resize(prompt_len);
     for (int i = 0; i < prompt_len; ++i) batch[b].tokens[i] = (7 + 31 * i + 17 * b) % c.vocab_size;
   }
   auto t0 = Clock::now();
   ASSIGN_OR_RETURN(ForwardResult out, runner.Forward(batch));
   const double prefill = std::chrono::duration<double>(Clock::now() - t0).count();
+  if (check) {
+    RETURN_IF_ERROR(check(batch, out));
+    if (runner.samples_on_device()) {
+      for (SequenceInput& in : batch) in.sampling = RunnerSampling{};
+    }
+  }
   std::vector<int32_t> next(B);
   auto argmax = [&](const ForwardResult& r) {
     for (int b = 0; b < B; ++b) {
@@ -271,6 +285,65 @@ absl::Status BenchBatch(Runner& runner, KvCache& cache, const std::string& name,
   return absl::OkStatus();
 }
 
+// --check of bench-engine: the last prefill logits row of the first `n` sequences against the
+// CPU fp32 ModelRunner on the same (host) weights, computed once per model and reused.
+[[maybe_unused]] absl::Status CheckAgainstCpu(LocalModel& e, const std::vector<SequenceInput>& batch,
+                             const ForwardResult& got, int n, const std::string& model, int B,
+                             std::vector<std::vector<float>>* cpu_rows,
+                             std::vector<std::string>* lines) {
+  const ModelConfig& c = e.weights->config;
+  if (static_cast<int>(cpu_rows->size()) < n) {
+    cpu_rows->clear();
+    KvCacheConfig kc;
+    kc.num_layers = c.num_layers;
+    kc.num_kv_heads = c.num_kv_heads;
+    kc.head_dim = c.head_dim;
+    kc.block_size = 16;
+    kc.num_blocks = static_cast<int32_t>(int64_t{n} * c.num_layers * c.num_kv_heads *
+                                         ((batch[0].tokens.size() + 15) / 16 + 1));
+    KvCache cache(kc);
+    ModelRunner cpu(e.weights.get(), e.backend.get(), &cache);
+    std::vector<SequenceInput> ref(batch.begin(), batch.begin() + n);
+    for (SequenceInput& in : ref) {
+      in.seq_id += 100000;
+      in.sampling.reset();
+      RETURN_IF_ERROR(cache.Create(in.seq_id));
+    }
+    ASSIGN_OR_RETURN(ForwardResult want, cpu.Forward(ref));
+    for (int b = 0; b < n; ++b) {
+      const float* row = want.row(want.first_row[b]);
+      cpu_rows->emplace_back(row, row + c.vocab_size);
+    }
+  }
+  int agree = 0;
+  double max_abs = 0.0, worst_rel = 0.0;
+  bool finite = true;
+  for (int b = 0; b < n; ++b) {
+    const float* g = got.row(got.first_row[b]);
+    const std::vector<float>& w = (*cpu_rows)[b];
+    double num = 0.0, den = 0.0;
+    for (int32_t v = 0; v < c.vocab_size; ++v) {
+      finite = finite && std::isfinite(g[v]);
+      const double d = static_cast<double>(g[v]) - w[v];
+      num += d * d;
+      den += static_cast<double>(w[v]) * w[v];
+      max_abs = std::max(max_abs, std::fabs(d));
+    }
+    worst_rel = std::max(worst_rel, std::sqrt(num / std::max(den, 1e-30)));
+    agree += std::max_element(g, g + c.vocab_size) - g ==
+             std::max_element(w.begin(), w.end()) - w.begin();
+  }
+  const bool ok = finite && worst_rel <= 5e-2;
+  lines->push_back(absl::StrFormat(
+      "check %s batch %d: cuda bf16 vs cpu fp32 prefill logits of %d sequence(s): top-1 %d/%d, "
+      "max abs diff %.4g, relative L2 %.3g (bound 5e-2): %s",
+      model, B, n, agree, n, max_abs, worst_rel, ok ? "ok" : "FAILED"));
+  if (!ok) {
+    return absl::InternalError(absl::StrCat("--check failed: ", lines->back()));
+  }
+  return absl::OkStatus();
+}
+
 int BenchEngine(int argc, char** argv) {
   std::vector<FlagSpec> specs = {
       {"models", true, "comma-separated built-in configs (default stories15M,tinyllama-1.1b)"},
@@ -281,6 +354,9 @@ int BenchEngine(int argc, char** argv) {
       {"device", true, "cpu (default, fp32) or cuda (bf16 weights and KV, CudaModelRunner)"},
       {"copy-gbps", true,
        "device copy bandwidth for the roofline column, GB/s (default 4200, the H200's; cuda only)"},
+      {"check", false,
+       "cuda: compare the prefill logits of the first two sequences with the CPU fp32 runner on "
+       "the same weights (fails above 5e-2 relative L2)"},
       {"log-level", true, "log level"},
       {"help", false, "show this help"},
   };
@@ -319,6 +395,11 @@ int BenchEngine(int argc, char** argv) {
     batches.push_back(v);
   }
   const int max_batch = *std::max_element(batches.begin(), batches.end());
+  const bool do_check = a->Has("check");
+  if (do_check && device != "cuda") {
+    return Fail(absl::InvalidArgumentError("--check compares CUDA with the CPU: needs --device cuda"));
+  }
+  std::vector<std::string> check_lines;
   std::printf("| model | params | threads | batch | prefill tok/s | decode step ms | decode tok/s | roofline ms (step / roofline) |\n");
   std::printf("|---|---|---|---|---|---|---|---|\n");
   for (const std::string& m : models) {
@@ -337,6 +418,7 @@ int BenchEngine(int argc, char** argv) {
     if (!eng.ok()) return Fail(eng.status());
     LocalModel& e = **eng;
     [[maybe_unused]] const ModelConfig& c = e.weights->config;
+    std::vector<std::vector<float>> cpu_rows;  // --check: CPU logits of sequences 0 and 1
 #ifdef KVASIR_WITH_CUDA_RUNNER
     std::unique_ptr<CudaModelRunner> cuda;  // this model's, freed before the next model loads
     if (device == "cuda") {
@@ -359,13 +441,21 @@ int BenchEngine(int argc, char** argv) {
         const double kv_bytes = 2.0 * B * c.num_layers * c.kv_dim() * 2 *
                                 (*prompt_len + *steps / 2.0);
         const double roofline_ms = (2.0 * c.NumParameters() + kv_bytes) / (*copy_gbps * 1e9) * 1e3;
+        PrefillCheck check;
+        if (do_check) {
+          check = [&, B](const std::vector<SequenceInput>& batch, const ForwardResult& got) {
+            return CheckAgainstCpu(e, batch, got, std::min(B, 2), m, B, &cpu_rows, &check_lines);
+          };
+        }
         st = BenchBatch(*cuda, cuda->cache(), m + " (cuda bf16)", 0, B,
-                        static_cast<int>(*prompt_len), static_cast<int>(*steps), roofline_ms);
+                        static_cast<int>(*prompt_len), static_cast<int>(*steps), roofline_ms,
+                        check);
 #endif
       }
       if (!st.ok()) return Fail(st);
     }
   }
+  for (const std::string& l : check_lines) std::printf("%s\n", l.c_str());
   return 0;
 }
 
