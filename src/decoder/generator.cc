@@ -6,7 +6,7 @@
 #include <mutex>
 
 #include "decoder/engine.h"
-#include "model/sampling/stop_string_matcher.h"
+#include "decoder/generated_text.h"
 
 namespace kvasir {
 
@@ -41,8 +41,7 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
     std::deque<EngineEvent> events;
   } inbox;
   struct State {
-    std::unique_ptr<IncrementalDecoder> decoder;
-    std::unique_ptr<StopStringMatcher> stops;
+    std::unique_ptr<GeneratedText> text;  // null without a tokenizer
     bool done = false;  // finish reason decided (stop string); later tokens are ignored
   };
   std::vector<GenerationResult> results(requests.size());
@@ -56,8 +55,9 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
   engine.Start();
   for (size_t i = 0; i < requests.size(); ++i) {
     results[i].prompt_tokens = static_cast<int32_t>(requests[i].prompt.size());
-    if (tokenizer_) state[i].decoder = std::make_unique<IncrementalDecoder>(*tokenizer_);
-    state[i].stops = std::make_unique<StopStringMatcher>(requests[i].params.stop);
+    if (tokenizer_) {
+      state[i].text = std::make_unique<GeneratedText>(*tokenizer_, requests[i].params.stop);
+    }
     EngineRequest er;
     er.id = i;
     er.prompt = requests[i].prompt;
@@ -99,9 +99,9 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
         if (k < ev.samples.size()) res.samples.push_back(ev.samples[k]);
         // A token that ends the request by EOS / stop id is generated but not shown.
         if (ev.finished && ev.finish_reason == "stop") continue;
-        if (st.decoder) {
-          auto r = st.stops->Push(st.decoder->Push(ev.tokens[k]));
-          emit(i, ev.tokens[k], r.emit);
+        if (st.text) {
+          auto r = st.text->Push(ev.tokens[k]);
+          emit(i, ev.tokens[k], r.text);
           if (r.stopped) {
             st.done = true;
             res.finish_reason = "stop";
@@ -119,11 +119,7 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
     }
     if (!st.done) {
       res.finish_reason = ev.finish_reason;
-      if (st.decoder) {
-        auto r = st.stops->Push(st.decoder->Flush());
-        emit(i, -1, r.emit);
-        if (!r.stopped) emit(i, -1, st.stops->Flush());
-      }
+      if (st.text) emit(i, -1, st.text->Finish());
     }
   }
   engine.Stop();

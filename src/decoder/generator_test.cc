@@ -1,5 +1,7 @@
 #include "decoder/generator.h"
 
+#include "decoder/generated_text.h"
+
 #include "gtest/gtest.h"
 #include "model/testing_util.h"
 #include "runtime/cpu/cpu_backend.h"
@@ -145,6 +147,48 @@ TEST_F(GeneratorTest, RejectsInvalidRequestsUpFront) {
   GenerationRequest e;
   EXPECT_FALSE(gen.Generate({e}).ok());
   EXPECT_EQ(cache_->num_sequences(), 0u);
+}
+
+// The detokenizer + stop strings shared by the router and the Generator.
+TEST_F(GeneratorTest, GeneratedTextStopsAndFlushes) {
+  const std::string text = "Once upon a time, there was a little girl named Lily.";
+  const std::vector<int32_t> ids = *tok_->Encode(text, false);
+  {
+    GeneratedText g(*tok_, {});
+    std::string out;
+    for (int32_t id : ids) {
+      auto r = g.Push(id);
+      EXPECT_FALSE(r.stopped);
+      out += r.text;
+    }
+    out += g.Finish();
+    EXPECT_EQ(out, tok_->Decode(ids));
+  }
+  {
+    GeneratedText g(*tok_, {"girl", ", there"});
+    std::string out;
+    size_t pushed = 0;
+    for (int32_t id : ids) {
+      ++pushed;
+      auto r = g.Push(id);
+      out += r.text;
+      if (r.stopped) break;
+    }
+    EXPECT_TRUE(g.stopped());
+    EXPECT_LT(pushed, ids.size());
+    EXPECT_EQ(out, "Once upon a time");  // the earliest stop string, itself not shown
+    EXPECT_EQ(g.Finish(), "");
+    EXPECT_TRUE(g.Push(ids.back()).stopped);
+  }
+  {
+    // A held-back possible stop prefix that never completes is released at the end.
+    GeneratedText g(*tok_, {"Lily!"});
+    std::string out;
+    for (int32_t id : ids) out += g.Push(id).text;
+    EXPECT_FALSE(g.stopped());
+    out += g.Finish();
+    EXPECT_EQ(out, tok_->Decode(ids));
+  }
 }
 
 }  // namespace

@@ -69,8 +69,8 @@ bool CompletionStream::Next(StreamDelta* out, std::chrono::milliseconds timeout)
       }
       if (!ev.finished || ev.finish_reason != "stop") {
         // A stop token is generated but not shown, as OpenAI does.
-        auto r = stops_->Push(decoder_->Push(tok));
-        out->text += r.emit;
+        auto r = text_->Push(tok);
+        out->text += r.text;
         if (r.stopped) {
           out->done = true;
           out->finish_reason = "stop";
@@ -98,11 +98,7 @@ bool CompletionStream::Next(StreamDelta* out, std::chrono::milliseconds timeout)
     }
   }
   if (out->done) {
-    if (out->finish_reason != "stop" || !stops_->stopped()) {
-      auto r = stops_->Push(decoder_->Flush());
-      out->text += r.emit;
-      if (!r.stopped) out->text += stops_->Flush();
-    }
+    out->text += text_->Finish();  // "" after a stop string
     finished_ = true;
     const bool engine_running = !engine_done_;
     lock.unlock();
@@ -178,8 +174,7 @@ std::variant<std::shared_ptr<CompletionStream>, ApiError> CompletionService::Sta
   stream->id_ = next_id_.fetch_add(1);
   stream->prompt_tokens_ = static_cast<int32_t>(plen);
   stream->logprobs_ = params.logprobs;
-  stream->decoder_ = std::make_unique<IncrementalDecoder>(*tokenizer_);
-  stream->stops_ = std::make_unique<StopStringMatcher>(params.stop);
+  stream->text_ = std::make_unique<GeneratedText>(*tokenizer_, params.stop);
   stream->start_ = Clock::now();
   EngineRequest er;
   er.id = stream->id_;

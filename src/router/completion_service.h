@@ -17,7 +17,7 @@
 #include "api/chat_template.h"
 #include "api/openai_types.h"
 #include "decoder/engine.h"
-#include "model/sampling/stop_string_matcher.h"
+#include "decoder/generated_text.h"
 #include "model/tokenizer/tokenizer.h"
 #include "router/metrics.h"
 
@@ -53,8 +53,7 @@ class CompletionStream {
   int32_t prompt_tokens_ = 0;
   int32_t logprobs_ = 0;
   std::string prompt_text_;
-  std::unique_ptr<IncrementalDecoder> decoder_;
-  std::unique_ptr<StopStringMatcher> stops_;
+  std::unique_ptr<GeneratedText> text_;  // detokenizer + stop strings
   std::chrono::steady_clock::time_point start_, first_token_;
 
   mutable std::mutex mu_;
