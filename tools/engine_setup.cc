@@ -64,12 +64,7 @@ absl::StatusOr<std::unique_ptr<LocalModel>> CreateLocalModel(const EngineOptions
 #endif
   }
   ASSIGN_OR_RETURN(const int64_t blocks, KvPoolBlocks(c, o));
-  KvCacheConfig kc;
-  kc.num_layers = c.num_layers;
-  kc.num_kv_heads = c.num_kv_heads;
-  kc.head_dim = c.head_dim;
-  kc.block_size = o.block_size;
-  kc.num_blocks = static_cast<int32_t>(blocks);
+  const KvCacheConfig kc = KvCacheConfigFor(c, o.block_size, static_cast<int32_t>(blocks));
   SPDLOG_INFO("model {}: {} layers, dim {}, {} heads / {} kv heads, vocab {}, context {}; KV "
               "cache {} blocks of {} tokens ({} MiB)",
               c.name, c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.vocab_size,

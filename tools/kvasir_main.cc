@@ -294,14 +294,10 @@ absl::Status BenchBatch(Runner& runner, KvCache& cache, const std::string& name,
   const ModelConfig& c = e.weights->config;
   if (static_cast<int>(cpu_rows->size()) < n) {
     cpu_rows->clear();
-    KvCacheConfig kc;
-    kc.num_layers = c.num_layers;
-    kc.num_kv_heads = c.num_kv_heads;
-    kc.head_dim = c.head_dim;
-    kc.block_size = 16;
-    kc.num_blocks = static_cast<int32_t>(int64_t{n} * c.num_layers * c.num_kv_heads *
-                                         ((batch[0].tokens.size() + 15) / 16 + 1));
-    KvCache cache(kc);
+    KvCache cache(KvCacheConfigFor(
+        c, 16,
+        static_cast<int32_t>(int64_t{n} * c.num_layers * c.num_kv_heads *
+                             ((batch[0].tokens.size() + 15) / 16 + 1))));
     ModelRunner cpu(e.weights.get(), e.backend.get(), &cache);
     std::vector<SequenceInput> ref(batch.begin(), batch.begin() + n);
     for (SequenceInput& in : ref) {

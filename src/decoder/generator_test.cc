@@ -16,10 +16,8 @@ class GeneratorTest : public ::testing::Test {
     ASSERT_TRUE(m.weights && m.tokenizer);
     weights_ = std::move(m.weights);
     tok_ = std::move(m.tokenizer);
-    KvCacheConfig kc{weights_->config.num_layers, weights_->config.num_kv_heads,
-                     weights_->config.head_dim, 16, 4000};
     backend_ = std::make_unique<CpuBackend>(2);
-    cache_ = std::make_unique<KvCache>(kc);
+    cache_ = std::make_unique<KvCache>(KvCacheConfigFor(weights_->config, 16, 4000));
     runner_ = std::make_unique<ModelRunner>(weights_.get(), backend_.get(), cache_.get());
   }
   GenerationRequest Req(const std::string& prompt, int max_tokens) {

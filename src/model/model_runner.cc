@@ -31,6 +31,18 @@ ModelRunner::ModelRunner(const ModelWeights* weights, Backend* backend,
   inv_freq_.assign(inv.begin(), inv.end());
 }
 
+KvCacheConfig KvCacheConfigFor(const ModelConfig& c, int32_t block_size, int32_t num_blocks,
+                               bool host_storage) {
+  KvCacheConfig k;
+  k.num_layers = c.num_layers;
+  k.num_kv_heads = c.num_kv_heads;
+  k.head_dim = c.head_dim;
+  k.block_size = block_size;
+  k.num_blocks = num_blocks;
+  k.host_storage = host_storage;
+  return k;
+}
+
 absl::Status ValidateSequenceInputs(const ModelConfig& c, const std::vector<SequenceInput>& batch,
                                     const std::function<bool(int64_t seq_id)>& known) {
   for (size_t b = 0; b < batch.size(); ++b) {

@@ -43,6 +43,9 @@ struct SequenceInput {
   // With want_logits and not all_logits: a runner with samples_on_device() samples the token
   // itself (ForwardResult::sampled) and returns no logits row for the entry.
   std::optional<RunnerSampling> sampling = std::nullopt;
+
+  // The runner samples this entry's token (when it samples on its device at all).
+  bool runner_samples() const { return want_logits && sampling && !all_logits; }
 };
 
 struct ForwardResult {
@@ -56,6 +59,11 @@ struct ForwardResult {
   std::vector<float> sampled_logprob;
   const float* row(int32_t r) const { return logits.data() + static_cast<int64_t>(r) * vocab_size; }
 };
+
+// A KV cache of `num_blocks` blocks of `block_size` tokens shaped for the model (one page table
+// per layer and KV head).
+KvCacheConfig KvCacheConfigFor(const ModelConfig& c, int32_t block_size, int32_t num_blocks,
+                               bool host_storage = true);
 
 // The checks every runner makes on a batch before touching any state: known sequences
 // (`known`), non-empty inputs, token ids inside the vocabulary, positions inside the context,

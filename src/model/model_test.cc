@@ -35,13 +35,7 @@ Reference LoadReference() {
 }
 
 KvCacheConfig CacheFor(const ModelConfig& c, int32_t blocks, int32_t block_size = 16) {
-  KvCacheConfig k;
-  k.num_layers = c.num_layers;
-  k.num_kv_heads = c.num_kv_heads;
-  k.head_dim = c.head_dim;
-  k.block_size = block_size;
-  k.num_blocks = blocks;
-  return k;
+  return KvCacheConfigFor(c, block_size, blocks);
 }
 
 class Stories260K : public ::testing::Test {

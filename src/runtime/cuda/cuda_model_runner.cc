@@ -49,17 +49,6 @@ absl::Status UploadF32(const float* src, int64_t n, cuda_internal::DeviceBuffer*
 
 constexpr size_t kLtWorkspaceBytes = size_t{32} << 20;
 
-KvCacheConfig CacheConfigOf(const ModelConfig& c, int32_t block_size, int32_t num_blocks) {
-  KvCacheConfig k;
-  k.num_layers = c.num_layers;
-  k.num_kv_heads = c.num_kv_heads;
-  k.head_dim = c.head_dim;
-  k.block_size = block_size;
-  k.num_blocks = num_blocks;
-  k.host_storage = false;
-  return k;
-}
-
 }  // namespace
 
 namespace cuda_internal {
@@ -294,7 +283,8 @@ absl::Status CudaModelRunner::Init() {
         "page-table mirror of ", mirror, " entries does not fit int32 offsets: lower max_seqs"));
   }
   cache_ = std::make_unique<KvCache>(
-      CacheConfigOf(c, options_.block_size, static_cast<int32_t>(num_blocks)));
+      KvCacheConfigFor(c, options_.block_size, static_cast<int32_t>(num_blocks),
+                       /*host_storage=*/false));
   capacity_ = std::make_unique<SlotCapacity>(cache_.get(), this);
   for (int32_t i = options_.max_seqs - 1; i >= 0; --i) free_slots_.push_back(i);
   RETURN_IF_ERROR(tables_.Grow(std::max<int64_t>(mirror, 1) * sizeof(int32_t)));
@@ -479,7 +469,7 @@ absl::StatusOr<ForwardResult> CudaModelRunner::Forward(const std::vector<Sequenc
   const int64_t R = static_cast<int64_t>(rows.size());
   bool device_sampling = false;
   for (const SequenceInput& s : batch) {
-    device_sampling |= s.want_logits && s.sampling && !s.all_logits;
+    device_sampling |= s.runner_samples();
   }
 
   std::vector<int32_t> seq_slot;
@@ -592,7 +582,7 @@ absl::Status CudaModelRunner::UploadInputs(const std::vector<SequenceInput>& bat
   std::vector<cuda::SampleRowParams> params(s.R);  // greedy for rows nobody reads
   for (size_t b = 0; b < batch.size(); ++b) {
     const SequenceInput& in = batch[b];
-    if (!in.want_logits || !in.sampling || in.all_logits) continue;
+    if (!in.runner_samples()) continue;
     cuda::SampleRowParams& sp = params[out.first_row[b] + out.num_rows[b] - 1];
     sp.temperature = in.sampling->temperature;
     sp.top_k = in.sampling->top_k > 0 ? in.sampling->top_k : -1;
@@ -771,6 +761,18 @@ absl::Status CudaModelRunner::EnqueueStep(const cuda_internal::StepShape& s,
     CUDA_RETURN_IF_ERROR(cuda::InvokeCastToFloat(xb, x, T * d, stream_));
   }
 
+  // x += tmp; h = RmsNorm(x) * weight (the residual stream and the next op's input).
+  auto add_norm = [&](const cuda_internal::DeviceBuffer& weight) {
+    cuda::AddRmsNormParams<float> p;
+    p.residual = x;
+    p.delta = tmp;
+    p.weight = weight.as<float>();
+    p.y = h;
+    p.m = T;
+    p.d = d;
+    p.eps = eps;
+    return cuda::InvokeAddRmsNorm(p, stream_);
+  };
   for (int32_t l = 0; l < L; ++l) {
     const DeviceLayer& lw = layers_[l];
     if (l == 0) {
@@ -861,17 +863,7 @@ absl::Status CudaModelRunner::EnqueueStep(const cuda_internal::StepShape& s,
     }
     CUDA_RETURN_IF_ERROR(cuda::InvokeCastToBf16(buf.attn.as<float>(), xb, T * qd, stream_));
     RETURN_IF_ERROR(Gemm(gemm.o, xb, lw.wo.as<__nv_bfloat16>(), tmp));
-    {
-      cuda::AddRmsNormParams<float> p;
-      p.residual = x;
-      p.delta = tmp;
-      p.weight = lw.ffn_norm.as<float>();
-      p.y = h;
-      p.m = T;
-      p.d = d;
-      p.eps = eps;
-      CUDA_RETURN_IF_ERROR(cuda::InvokeAddRmsNorm(p, stream_));
-    }
+    CUDA_RETURN_IF_ERROR(add_norm(lw.ffn_norm));
     CUDA_RETURN_IF_ERROR(cuda::InvokeCastToBf16(h, xb, T * d, stream_));
     RETURN_IF_ERROR(
         Gemm(gemm.gate_up, xb, lw.w_gate_up.as<__nv_bfloat16>(), buf.gate_up.as<float>()));
@@ -885,17 +877,7 @@ absl::Status CudaModelRunner::EnqueueStep(const cuda_internal::StepShape& s,
     }
     CUDA_RETURN_IF_ERROR(cuda::InvokeCastToBf16(buf.act.as<float>(), xb, T * inter, stream_));
     RETURN_IF_ERROR(Gemm(gemm.down, xb, lw.w_down.as<__nv_bfloat16>(), tmp));
-    {
-      cuda::AddRmsNormParams<float> p;
-      p.residual = x;
-      p.delta = tmp;
-      p.weight = l + 1 < L ? layers_[l + 1].attn_norm.as<float>() : final_norm_.as<float>();
-      p.y = h;
-      p.m = T;
-      p.d = d;
-      p.eps = eps;
-      CUDA_RETURN_IF_ERROR(cuda::InvokeAddRmsNorm(p, stream_));
-    }
+    CUDA_RETURN_IF_ERROR(add_norm(l + 1 < L ? layers_[l + 1].attn_norm : final_norm_));
   }
   if (R == 0) return absl::OkStatus();
 
@@ -938,12 +920,8 @@ absl::Status CudaModelRunner::FinishStep(const std::vector<SequenceInput>& batch
   // travel to the host only when some entry samples there.
   bool host_logits = false, device_sampling = false;
   for (const SequenceInput& s : batch) {
-    if (!s.want_logits) continue;
-    if (s.sampling && !s.all_logits) {
-      device_sampling = true;
-    } else {
-      host_logits = true;
-    }
+    device_sampling |= s.runner_samples();
+    host_logits |= s.want_logits && !s.runner_samples();
   }
   if (R > 0 && device_sampling) {
     sample_host_.resize(sample_stride * (sizeof(int32_t) + sizeof(float)));
@@ -964,7 +942,7 @@ absl::Status CudaModelRunner::FinishStep(const std::vector<SequenceInput>& batch
       reinterpret_cast<const float*>(sample_host_.data() + sample_stride * sizeof(int32_t));
   for (size_t b = 0; b < batch.size(); ++b) {
     const SequenceInput& s = batch[b];
-    if (!s.want_logits || !s.sampling || s.all_logits) continue;
+    if (!s.runner_samples()) continue;
     const int32_t row = out->first_row[b] + out->num_rows[b] - 1;
     out->sampled[b] = tokens[row];
     out->sampled_logprob[b] = logprobs[row];

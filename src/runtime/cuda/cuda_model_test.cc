@@ -90,15 +90,7 @@ std::vector<std::vector<int32_t>> TestSequences(const Tokenizer& tok) {
 // sizes between runs of single-token decode steps.
 const int kChunks[] = {61, 1, 1, 1, 120, 17, 1, 1, 33, 200, 1, 64};
 
-KvCacheConfig CpuCacheConfig(const ModelConfig& c) {
-  KvCacheConfig k;
-  k.num_layers = c.num_layers;
-  k.num_kv_heads = c.num_kv_heads;
-  k.head_dim = c.head_dim;
-  k.block_size = 16;
-  k.num_blocks = 4096;
-  return k;
-}
+KvCacheConfig CpuCacheConfig(const ModelConfig& c) { return KvCacheConfigFor(c, 16, 4096); }
 
 TEST(CudaModelRunner, MatchesCpuUnderTeacherForcing) {
   if (!HaveGpu()) GTEST_SKIP() << "no CUDA device";
