@@ -11,7 +11,7 @@ import yaml
 MODEL_FLAGS = {"model", "load-format", "dummy-config", "threads", "log-level"}
 FLAGS = {  # the role subcommands and their flags
     "attention": MODEL_FLAGS | {"host", "grpc-port", "kv-blocks"},
-    "router": MODEL_FLAGS | {"host", "port", "grpc-port", "decoders", "attention", "api-key"},
+    "router": MODEL_FLAGS | {"host", "port", "grpc-port", "decoders", "attention"},
     "decoder": MODEL_FLAGS
     | {"host", "grpc-port", "router", "decoder-id", "max-num-seqs", "max-num-batched-tokens"},
 }
@@ -28,6 +28,9 @@ def main():
     roles, flags = {}, {}  # service name -> role, {flag: value}
 
     for name, svc in services.items():
+        env = svc.get("environment") or {}
+        if not env.get("KVASIR_CLUSTER_SECRET"):
+            errors.append(f"{name}: no KVASIR_CLUSTER_SECRET in its environment")
         cmd = [str(c) for c in svc.get("command") or []]
         if not cmd or cmd[0] not in FLAGS:
             errors.append(f"{name}: command must start with one of {sorted(FLAGS)}: {cmd}")

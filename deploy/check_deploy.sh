@@ -16,6 +16,12 @@ check_compose() {
     echo "docker-compose not found: run tools/install_deps.sh" >&2
     exit 1
   }
+  # Without a cluster secret the file must refuse to render: the roles would refuse to start.
+  if env -u KVASIR_CLUSTER_SECRET docker-compose -f docker-compose.yml config -q 2>/dev/null; then
+    echo "docker-compose.yml renders without KVASIR_CLUSTER_SECRET" >&2
+    exit 1
+  fi
+  export KVASIR_CLUSTER_SECRET=compose-check
   docker-compose -f docker-compose.yml config -q
   KVASIR_MODELS=/srv/models KVASIR_MODEL=/models/stories260K KVASIR_API_KEY=k KVASIR_PORT=9000 \
     docker-compose -f docker-compose.yml config -q

@@ -98,6 +98,11 @@ void BatchScheduler::Preempt(Request& victim, ScheduledStep& step, int32_t& budg
     s.num_tokens = 0;  // dropped when the step is finished
     scheduled_.erase(it);
   }
+  Evict(victim);
+  step.preempted.push_back(victim.id);
+}
+
+void BatchScheduler::Evict(Request& victim) {
   kv_->Free(victim.id);
   running_.erase(victim.key);
   waiting_.insert(victim.key);
@@ -105,7 +110,17 @@ void BatchScheduler::Preempt(Request& victim, ScheduledStep& step, int32_t& budg
   victim.num_computed = 0;
   ++victim.num_preemptions;
   ++num_preemptions_;
-  step.preempted.push_back(victim.id);
+}
+
+absl::Status BatchScheduler::PreemptRequest(int64_t id) {
+  auto it = requests_.find(id);
+  if (it == requests_.end()) return absl::NotFoundError(absl::StrCat("unknown request ", id));
+  if (in_flight_) return absl::FailedPreconditionError("a step is in flight");
+  if (it->second.state != RequestState::kRunning) {
+    return absl::FailedPreconditionError(absl::StrCat("request ", id, " is not running"));
+  }
+  Evict(it->second);
+  return absl::OkStatus();
 }
 
 int32_t BatchScheduler::Reserve(Request& r, int32_t want, bool partial, ScheduledStep& step,
@@ -114,7 +129,8 @@ int32_t BatchScheduler::Reserve(Request& r, int32_t want, bool partial, Schedule
     const int64_t free = kv_->NumFreeBlocks();
     // Allocate can still fail when the pool is shared with other decoders (attention
     // workers): then it is treated as not fitting.
-    if (kv_->BlocksNeeded(r.id, want) <= free && kv_->Allocate(r.id, want).ok()) return want;
+    const bool ask = kv_->shared() || kv_->BlocksNeeded(r.id, want) <= free;
+    if (ask && kv_->Allocate(r.id, want).ok()) return want;
     if (partial) {
       // BlocksNeeded grows with the token count: find the most tokens that fit.
       int32_t lo = 0, hi = want - 1;
@@ -126,7 +142,7 @@ int32_t BatchScheduler::Reserve(Request& r, int32_t want, bool partial, Schedule
           hi = mid - 1;
         }
       }
-      if (lo > 0 && kv_->Allocate(r.id, lo).ok()) return lo;
+      if (lo > 0 && lo < want && kv_->Allocate(r.id, lo).ok()) return lo;
     }
     // Youngest running request, if younger than r.
     if (running_.empty()) return 0;
@@ -170,7 +186,7 @@ ScheduledStep BatchScheduler::Schedule() {
     // The watermark is waived when nothing runs, or a request larger than the pool minus the
     // watermark would never start.
     const int64_t keep = running_.empty() ? 0 : config_.admission_watermark_blocks;
-    if (kv_->BlocksNeeded(r.id, want) + keep > kv_->NumFreeBlocks() ||
+    if ((!kv_->shared() && kv_->BlocksNeeded(r.id, want) + keep > kv_->NumFreeBlocks()) ||
         !kv_->Allocate(r.id, want).ok()) {
       break;
     }

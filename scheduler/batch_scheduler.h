@@ -116,6 +116,12 @@ class BatchScheduler {
   // Drops a request (client went away) and frees its KV at once. NotFound for unknown ids.
   absl::Status Abort(int64_t request_id);
 
+  // Preempts a running request now (the KV is shared and its manager wants its blocks for an
+  // older request elsewhere): frees its KV; it waits again and later recomputes, keeping its
+  // priority. Between steps only. NotFound for unknown ids, FailedPrecondition when it is not
+  // running or a step is in flight.
+  absl::Status PreemptRequest(int64_t request_id);
+
   bool Contains(int64_t request_id) const { return requests_.count(request_id) > 0; }
   std::optional<RequestInfo> Info(int64_t request_id) const;
   bool step_in_flight() const { return in_flight_; }
@@ -159,6 +165,8 @@ class BatchScheduler {
   // reserved (0: none).
   int32_t Reserve(Request& r, int32_t want, bool partial, ScheduledStep& step, int32_t& budget);
   void Preempt(Request& victim, ScheduledStep& step, int32_t& budget);
+  // Frees the KV of a running request and moves it back to the waiting queue.
+  void Evict(Request& victim);
   void AddEntry(Request& r, int32_t n, ScheduledStep& step, int32_t& budget);
   int32_t ChunkCap(int32_t budget) const;
   void Finish(Request& r);

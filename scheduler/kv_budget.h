@@ -33,6 +33,12 @@ class KvBudget {
   virtual absl::Status Allocate(int64_t seq_id, int32_t num_tokens) = 0;
   // Returns every block of seq_id; unknown ids are ignored.
   virtual void Free(int64_t seq_id) = 0;
+
+  // True when the pool is shared with other decoders under a manager that decides who gets
+  // blocks (the router's KV manager): the scheduler then asks (Allocate) even when
+  // NumFreeBlocks looks short, because the manager makes room for old requests by preempting
+  // younger ones elsewhere — but only for requests it has heard of.
+  virtual bool shared() const { return false; }
 };
 
 }  // namespace kvasir::sched

@@ -25,6 +25,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/logging.h"
+#include "common/secret.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace kvasir {
@@ -289,6 +290,20 @@ class Launcher {
     std::vector<char*> argv;
     for (std::string& a : c.spec.argv) argv.push_back(a.data());
     argv.push_back(nullptr);
+    // The environment is built before fork: the child may only make async-signal-safe calls.
+    std::vector<std::string> env_strings;
+    for (char** e = environ; *e != nullptr; ++e) {
+      const std::string_view entry(*e);
+      const std::string_view name = entry.substr(0, entry.find('='));
+      const bool replaced = std::any_of(c.spec.env.begin(), c.spec.env.end(), [&](const std::string& x) {
+        return std::string_view(x).substr(0, x.find('=')) == name;
+      });
+      if (!replaced) env_strings.emplace_back(entry);
+    }
+    env_strings.insert(env_strings.end(), c.spec.env.begin(), c.spec.env.end());
+    std::vector<char*> envp;
+    for (std::string& e : env_strings) envp.push_back(e.data());
+    envp.push_back(nullptr);
     const char* exe = o_.exe.c_str();
     const pid_t parent = getpid();
     struct sigaction dfl {};
@@ -306,7 +321,7 @@ class Launcher {
       // What the roles print on stdout (their ports) goes to stderr with their logs: the
       // launcher's stdout carries only its ready line.
       dup2(2, 1);
-      execv(exe, argv.data());
+      execve(exe, argv.data(), envp.data());
       static constexpr char kMsg[] = "kvasir cluster: exec of the kvasir binary failed\n";
       ssize_t ignored = write(2, kMsg, sizeof(kMsg) - 1);
       (void)ignored;
@@ -462,7 +477,13 @@ const std::vector<cli::FlagSpec>& ClusterFlagSpecs() {
       {"kv-blocks", true, "KV blocks of 16 tokens per attention worker (default: theirs)"},
       {"max-num-seqs", true, "sequences per decoder step (default: theirs)"},
       {"max-num-batched-tokens", true, "tokens per decoder step (default: theirs)"},
-      {"api-key", true, "router requires Authorization: Bearer KEY"},
+      {"api-key", true,
+       "router requires Authorization: Bearer KEY (visible in ps: prefer --api-key-file or "
+       "$KVASIR_API_KEY)"},
+      {"api-key-file", true, "read the router's API key from this file"},
+      {"cluster-secret-file", true,
+       "the secret of the internal gRPC calls (default $KVASIR_CLUSTER_SECRET, else a random "
+       "one per launch)"},
       {"ready-timeout", true, "seconds to wait for the whole cluster to be ready (default 120)"},
       {"help", false, "show this help"},
   };
@@ -495,7 +516,13 @@ absl::StatusOr<ClusterOptions> ClusterOptionsFromArgs(const cli::Args& a) {
   }
   o.host = a.Str("host", "127.0.0.1");
   if (o.host.empty()) return absl::InvalidArgumentError("--host must not be empty");
-  o.api_key = a.Str("api-key");
+  ASSIGN_OR_RETURN(o.api_key,
+                   ResolveSecret("API key", a.Str("api-key"), a.Str("api-key-file"), "KVASIR_API_KEY"));
+  ASSIGN_OR_RETURN(o.cluster_secret, ResolveSecret("cluster secret", "", a.Str("cluster-secret-file"),
+                                                   "KVASIR_CLUSTER_SECRET"));
+  if (o.cluster_secret.empty()) {
+    ASSIGN_OR_RETURN(o.cluster_secret, RandomSecret());
+  }
 
   const std::string format = a.Str("load-format", "auto");
   if (format != "auto" && format != "dummy") {
@@ -554,7 +581,8 @@ std::vector<ChildSpec> BuildChildCommands(const ClusterOptions& o, const Cluster
                 ClusterRole::kAttention,
                 {o.exe, "attention", "--host", kWorkerHost, "--grpc-port",
                  std::to_string(ports.attention[i])},
-                attention_targets[i]};
+                attention_targets[i],
+                {}};
     add_model_flags(c.argv);
     if (o.kv_blocks > 0) c.argv.insert(c.argv.end(), {"--kv-blocks", std::to_string(o.kv_blocks)});
     out.push_back(std::move(c));
@@ -567,9 +595,11 @@ std::vector<ChildSpec> BuildChildCommands(const ClusterOptions& o, const Cluster
       {o.exe, "router", "--host", o.host, "--port", std::to_string(ports.router_http),
        "--grpc-port", std::to_string(ports.router_grpc), "--decoders",
        absl::StrJoin(decoder_targets, ","), "--attention", absl::StrJoin(attention_targets, ",")},
-      JoinHostPort(router_host, ports.router_grpc)};
+      JoinHostPort(router_host, ports.router_grpc),
+      {}};
   add_model_flags(router.argv);
-  if (!o.api_key.empty()) router.argv.insert(router.argv.end(), {"--api-key", o.api_key});
+  // An empty value overrides a KVASIR_API_KEY the launcher itself was given (and resolved).
+  router.env.push_back("KVASIR_API_KEY=" + o.api_key);
   out.push_back(std::move(router));
 
   for (size_t i = 0; i < ports.decoders.size(); ++i) {
@@ -578,7 +608,8 @@ std::vector<ChildSpec> BuildChildCommands(const ClusterOptions& o, const Cluster
                 {o.exe, "decoder", "--host", kWorkerHost, "--grpc-port",
                  std::to_string(ports.decoders[i]), "--router",
                  JoinHostPort(router_host, ports.router_grpc), "--decoder-id", std::to_string(i)},
-                decoder_targets[i]};
+                decoder_targets[i],
+                {}};
     add_model_flags(c.argv);
     if (o.max_num_seqs > 0) {
       c.argv.insert(c.argv.end(), {"--max-num-seqs", std::to_string(o.max_num_seqs)});
@@ -589,6 +620,7 @@ std::vector<ChildSpec> BuildChildCommands(const ClusterOptions& o, const Cluster
     }
     out.push_back(std::move(c));
   }
+  for (ChildSpec& c : out) c.env.push_back("KVASIR_CLUSTER_SECRET=" + o.cluster_secret);
   return out;
 }
 

@@ -29,7 +29,10 @@ struct ClusterOptions {
   int64_t kv_blocks = -1;          // attention workers' KV pool; -1: their default
   int64_t max_num_seqs = -1;       // decoders' batch limits; -1: their default
   int64_t max_num_batched_tokens = -1;
-  std::string api_key;  // router only; empty: none
+  std::string api_key;  // router only; empty: none. Passed in its environment, not argv.
+  // Shared by every child (in their environment) to authenticate the internal gRPC calls:
+  // --cluster-secret-file or $KVASIR_CLUSTER_SECRET, else a fresh random one per launch.
+  std::string cluster_secret;
   // Flags every child gets, in order (`--model DIR`, `--load-format ...`, `--dummy-config`,
   // `--threads`, `--log-level`), only those given to the launcher.
   std::vector<std::string> model_flags;
@@ -53,6 +56,9 @@ struct ChildSpec {
   ClusterRole role;
   std::vector<std::string> argv;  // argv[0] is options.exe
   std::string grpc_target;        // "127.0.0.1:7001": where its gRPC health service answers
+  // NAME=VALUE entries added to (or replacing those of) the launcher's environment: the
+  // secrets, which must not show in `ps`.
+  std::vector<std::string> env;
 };
 
 // The flags of `kvasir cluster`.

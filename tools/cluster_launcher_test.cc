@@ -65,7 +65,16 @@ TEST(ClusterOptions, ChildCommandsInStartOrder) {
               ElementsAre(exe, "router", "--host", "127.0.0.1", "--port", "8100", "--grpc-port",
                           "8101", "--decoders", "127.0.0.1:7101,127.0.0.1:7102", "--attention",
                           "127.0.0.1:7001,127.0.0.1:7002", "--model", ".", "--threads", "1",
-                          "--log-level", "warn", "--api-key", "k"));
+                          "--log-level", "warn"));
+  // Secrets travel in the environment, never in argv (`ps` shows argv to every user).
+  EXPECT_THAT(c[2].env, ::testing::Contains("KVASIR_API_KEY=k"));
+  ASSERT_EQ(o->cluster_secret.size(), 64u);  // drawn at random: none was given
+  for (const ChildSpec& child : c) {
+    EXPECT_THAT(child.env, ::testing::Contains("KVASIR_CLUSTER_SECRET=" + o->cluster_secret))
+        << child.name;
+    EXPECT_THAT(child.argv, ::testing::Not(::testing::Contains(o->cluster_secret)));
+    EXPECT_THAT(child.argv, ::testing::Not(::testing::Contains("k")));
+  }
   EXPECT_EQ(c[3].name, "decoder-0");
   EXPECT_EQ(c[3].role, ClusterRole::kDecoder);
   EXPECT_THAT(c[3].argv,
@@ -75,6 +84,28 @@ TEST(ClusterOptions, ChildCommandsInStartOrder) {
   EXPECT_EQ(c[4].name, "decoder-1");
   EXPECT_EQ(c[4].grpc_target, "127.0.0.1:7102");
   EXPECT_THAT(c[4].argv, ::testing::Contains("1"));
+}
+
+TEST(ClusterOptions, SecretsComeFromFilesOrTheEnvironment) {
+  const std::string dir = ::testing::TempDir();
+  { std::ofstream(dir + "/kvasir_launcher_key") << "file-key\n"; }
+  { std::ofstream(dir + "/kvasir_launcher_secret") << "file-secret\n"; }
+  auto o = Parse({"--decoders", "1", "--attention", "1", "--api-key-file",
+                  dir + "/kvasir_launcher_key", "--cluster-secret-file",
+                  dir + "/kvasir_launcher_secret"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->api_key, "file-key");
+  EXPECT_EQ(o->cluster_secret, "file-secret");
+  setenv("KVASIR_CLUSTER_SECRET", "env-secret", 1);
+  setenv("KVASIR_API_KEY", "env-key", 1);
+  o = Parse({"--decoders", "1", "--attention", "1"});
+  unsetenv("KVASIR_CLUSTER_SECRET");
+  unsetenv("KVASIR_API_KEY");
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->api_key, "env-key");
+  EXPECT_EQ(o->cluster_secret, "env-secret");
+  auto missing = Parse({"--decoders", "1", "--attention", "1", "--api-key-file", dir + "/none"});
+  EXPECT_FALSE(missing.ok());
 }
 
 TEST(ClusterOptions, OnlyGivenFlagsArePassedOn) {

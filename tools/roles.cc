@@ -13,7 +13,9 @@
 #include "attention/attention_shard.h"
 #include "attention/distributed_attention.h"
 #include "common/logging.h"
+#include "common/secret.h"
 #include "decoder/engine.h"
+#include "router/kv_manager.h"
 #include "tools/cli_args.h"
 #include "tools/engine_setup.h"
 #include "transport/attention_grpc.h"
@@ -93,9 +95,45 @@ std::vector<cli::FlagSpec> FrontEndFlags() {
   return {
       {"host", true, "listen address (default 127.0.0.1)"},
       {"port", true, "HTTP port (default 8000; 0 picks a free one and prints it)"},
-      {"api-key", true, "require Authorization: Bearer KEY"},
+      {"api-key", true,
+       "require Authorization: Bearer KEY on HTTP and gRPC (visible in ps: prefer "
+       "--api-key-file or $KVASIR_API_KEY)"},
+      {"api-key-file", true, "read the API key from this file"},
       {"served-model-name", true, "model id reported and accepted (default: model dir name)"},
   };
+}
+
+// The API key: --api-key, --api-key-file or $KVASIR_API_KEY (empty: no auth).
+absl::StatusOr<std::string> ApiKeyFromArgs(const Args& a) {
+  if (!a.Str("api-key").empty()) {
+    SPDLOG_WARN("--api-key is visible to every user of this host (ps); prefer --api-key-file "
+                "or KVASIR_API_KEY");
+  }
+  return ResolveSecret("API key", a.Str("api-key"), a.Str("api-key-file"), "KVASIR_API_KEY");
+}
+
+// Every role of a cluster serves and calls the internal services with the cluster secret.
+const std::vector<cli::FlagSpec> kClusterSecretFlags = {
+    {"cluster-secret-file", true,
+     "file holding the secret the roles of a cluster share (else $KVASIR_CLUSTER_SECRET)"},
+    {"insecure-cluster", false,
+     "run without a cluster secret: the internal gRPC services accept anyone"},
+};
+
+absl::StatusOr<transport::GrpcAuth> ClusterAuthFromArgs(const Args& a) {
+  ASSIGN_OR_RETURN(std::string secret,
+                   ResolveSecret("cluster secret", "", a.Str("cluster-secret-file"),
+                                 "KVASIR_CLUSTER_SECRET"));
+  if (secret.empty()) {
+    if (!a.Has("insecure-cluster")) {
+      return absl::FailedPreconditionError(
+          "the internal gRPC services need a cluster secret: set KVASIR_CLUSTER_SECRET or "
+          "--cluster-secret-file FILE to the same value on every role (`kvasir cluster` makes "
+          "one), or pass --insecure-cluster to accept any caller");
+    }
+    SPDLOG_WARN("--insecure-cluster: the internal gRPC services accept any caller");
+  }
+  return transport::GrpcAuth(std::move(secret), "cluster secret");
 }
 
 // The OpenAI HTTP server and the gRPC Completion service (plus `extra` gRPC services) over
@@ -115,7 +153,8 @@ int RunFrontEnd(const Args& a, const LocalModel& m, EngineHandle* engine, int gr
   api::HttpServerConfig hc;
   hc.host = a.Str("host", "127.0.0.1");
   hc.port = port;
-  hc.api_key = a.Str("api-key");
+  KVASIR_ASSIGN_OR_FAIL(api_key, ApiKeyFromArgs(a));
+  hc.api_key = api_key;
   api::HttpServer http(&service, hc);
   auto bound = http.Start();
   if (!bound.ok()) return Fail(bound.status());
@@ -123,7 +162,7 @@ int RunFrontEnd(const Args& a, const LocalModel& m, EngineHandle* engine, int gr
                sc.model_name.c_str(), api::ChatFormatName(sc.chat_format), hc.host.c_str(),
                *bound);
   std::printf("%d\n", *bound);
-  transport::CompletionGrpcServer completion(&service);
+  transport::CompletionGrpcServer completion(&service, transport::GrpcAuth(api_key, "API key"));
   transport::GrpcServer grpc_server;
   if (grpc_port >= 0) {
     extra.insert(extra.begin(), completion.service());
@@ -225,8 +264,16 @@ int ServeMain(int argc, char** argv) {
     ptrs.push_back(owned.back().get());
     names.push_back(absl::StrCat("in-process-", i));
   }
-  LocalSegmentDirectory directory(names, ptrs);
-  DistributedAttention attention(ShapeOf(c), &directory, directory.Links());
+  // The router's KV manager over them, as in a cluster (one decoder here).
+  sched::SystemClock clock;
+  KvManager directory(static_cast<int64_t>(c.num_layers) * c.num_kv_heads, eo.block_size, &clock);
+  std::vector<std::unique_ptr<InProcessPool>> pools;
+  for (int i = 0; i < shards; ++i) {
+    pools.push_back(std::make_unique<InProcessPool>(ptrs[i]));
+    directory.AddPool(names[i], owned[i]->Info().num_blocks, pools.back().get());
+  }
+  InProcessLinks links(names, ptrs);
+  DistributedAttention attention(ShapeOf(c), &directory, links.Resolver());
   ModelRunner runner(m->weights.get(), m->backend.get(), &attention);
   Engine engine(&runner, ec);
   SPDLOG_INFO("KV pool: {} blocks of {} tokens over {} in-process attention shard(s)",
@@ -238,7 +285,7 @@ int ServeMain(int argc, char** argv) {
 
 // ---------------------------------------------------------------------------------------------
 int RouterMain(int argc, char** argv) {
-  auto specs = Join({FrontEndFlags(),
+  auto specs = Join({FrontEndFlags(), kClusterSecretFlags,
                      {{"grpc-port", true,
                        "gRPC port: kvasir.v1.Completion for clients, KvDirectory for decoders "
                        "(default 0: a free one, printed as the second stdout line)"},
@@ -258,14 +305,15 @@ int RouterMain(int argc, char** argv) {
   KVASIR_ASSIGN_OR_FAIL(attention, AddressList(a, "attention"));
   KVASIR_ASSIGN_OR_FAIL(timeout, PositiveFlag(a, "connect-timeout", 60));
   KVASIR_ASSIGN_OR_FAIL(policy, sched::MakePlacementPolicy(a.Str("placement", "least_loaded")));
+  KVASIR_ASSIGN_OR_FAIL(cluster_auth, ClusterAuthFromArgs(a));
   eo.config_only = true;
   KVASIR_ASSIGN_OR_FAIL(m, CreateLocalModel(eo));
   const ModelConfig& c = m->weights->config;
 
-  transport::KvDirectoryHost directory(attention, ShapeOf(c));
+  transport::KvDirectoryHost directory(attention, ShapeOf(c), cluster_auth);
   if (absl::Status s = directory.Connect(std::chrono::seconds(timeout)); !s.ok()) return Fail(s);
   transport::RemoteDecoders remote(decoders, c, std::move(policy),
-                                   [&] { return directory.Usage(); });
+                                   [&] { return directory.Usage(); }, cluster_auth);
   SignalWaiter signals;
   remote.Start();
   return RunFrontEnd(a, *m, &remote, grpc_port, {directory.service()}, signals,
@@ -274,7 +322,7 @@ int RouterMain(int argc, char** argv) {
 
 // ---------------------------------------------------------------------------------------------
 int DecoderMain(int argc, char** argv) {
-  auto specs = Join({kEngineFlags,
+  auto specs = Join({kEngineFlags, kClusterSecretFlags,
                      {{"host", true, "listen address (default 127.0.0.1)"},
                       {"grpc-port", true, "gRPC port (default 0: a free one, printed)"},
                       {"router", true, "the router's gRPC address HOST:PORT (KV directory)"},
@@ -297,16 +345,17 @@ int DecoderMain(int argc, char** argv) {
         "the decoder role computes its dense layers on the CPU only: a CUDA decoder attending "
         "over remote attention workers is not built yet (use `kvasir serve --device cuda`)"));
   }
+  KVASIR_ASSIGN_OR_FAIL(cluster_auth, ClusterAuthFromArgs(a));
   eo.local_kv = false;
   eo.need_tokenizer = false;
   KVASIR_ASSIGN_OR_FAIL(m, CreateLocalModel(eo));
   const ModelConfig& c = m->weights->config;
-  transport::GrpcSegmentDirectory directory(router[0]);
-  transport::GrpcAttentionLinks links(ShapeOf(c));
+  transport::GrpcSegmentDirectory directory(router[0], cluster_auth);
+  transport::GrpcAttentionLinks links(ShapeOf(c), cluster_auth);
   DistributedAttention attention(ShapeOf(c), &directory, links.Resolver(), id);
   ModelRunner runner(m->weights.get(), m->backend.get(), &attention);
   Engine engine(&runner, ec);
-  transport::DecoderGrpcService service(&engine);
+  transport::DecoderGrpcService service(&engine, cluster_auth);
   SignalWaiter signals;
   engine.Start();
   transport::GrpcServer server;
@@ -326,13 +375,14 @@ int DecoderMain(int argc, char** argv) {
 
 // ---------------------------------------------------------------------------------------------
 int AttentionMain(int argc, char** argv) {
-  auto specs = With({{"host", true, "listen address (default 127.0.0.1)"},
+  auto specs = Join({kClusterSecretFlags,
+                    {{"host", true, "listen address (default 127.0.0.1)"},
                      {"grpc-port", true, "gRPC port (default 0: a free one, printed)"},
                      {"kv-blocks", true,
                       "KV blocks of 16 tokens in this worker's pool (default: 64 full contexts, "
                       "at most 4 GiB)"},
                      {"kv-memory-mb", true,
-                      "size the pool by memory instead: MiB of K+V (fp32 on the CPU backend)"}});
+                      "size the pool by memory instead: MiB of K+V (fp32 on the CPU backend)"}}});
   bool help = false;
   KVASIR_ASSIGN_OR_FAIL(a, ParseOrHelp(argc, argv, "attention", specs, &help));
   if (help) return 0;
@@ -340,6 +390,7 @@ int AttentionMain(int argc, char** argv) {
   KVASIR_ASSIGN_OR_FAIL(grpc_port, PortFlag(a, "grpc-port", 0, 0));
   KVASIR_ASSIGN_OR_FAIL(blocks, a.Int("kv-blocks", 0));
   KVASIR_ASSIGN_OR_FAIL(memory_mb, a.Int("kv-memory-mb", 0));
+  KVASIR_ASSIGN_OR_FAIL(cluster_auth, ClusterAuthFromArgs(a));
   if (blocks < 0 || memory_mb < 0 || (blocks > 0 && memory_mb > 0)) {
     return Fail(absl::InvalidArgumentError(
         "give at most one of --kv-blocks and --kv-memory-mb, each >= 0"));
@@ -358,7 +409,7 @@ int AttentionMain(int argc, char** argv) {
   }
   KVASIR_ASSIGN_OR_FAIL(total, KvPoolBlocks(c, eo));
   AttentionShard shard(ShapeOf(c), eo.block_size, total, m->backend.get());
-  transport::AttentionGrpcServices services(&shard);
+  transport::AttentionGrpcServices services(&shard, cluster_auth);
   SignalWaiter signals;
   transport::GrpcServer server;
   const std::string host = a.Str("host", "127.0.0.1");

@@ -47,6 +47,17 @@ TEST(ParseCompletion, FullRequest) {
   EXPECT_EQ(r.params.stop_token_ids, std::vector<int32_t>{5});
 }
 
+// JSON has one number type: integral values written as floats are integers (issue 12).
+TEST(ParseCompletion, IntegralFloatsAreIntegers) {
+  auto r = Ok(R"({"prompt": "x", "max_tokens": 5.0, "top_k": 4e1, "seed": -2.0, "n": 1.0})");
+  EXPECT_EQ(r.params.max_tokens, 5);
+  EXPECT_EQ(r.params.top_k, 40);
+  EXPECT_EQ(*r.params.seed, static_cast<uint64_t>(-2));
+  EXPECT_EQ(Err(R"({"prompt": "x", "max_tokens": 5.5})").param, "max_tokens");
+  EXPECT_EQ(Err(R"({"prompt": "x", "max_tokens": 1e300})").param, "max_tokens");
+  EXPECT_EQ(Err(R"({"prompt": "x", "seed": 1e30})").param, "seed");
+}
+
 TEST(ParseCompletion, PromptForms) {
   EXPECT_EQ(*Ok(R"({"prompt": ["hi"]})").prompt_text, "hi");
   EXPECT_EQ(*Ok(R"({"prompt": [1, 2, 3]})").prompt_ids, (std::vector<int32_t>{1, 2, 3}));
@@ -123,6 +134,22 @@ TEST(ParseChat, MessagesAndErrors) {
     ApiError e = Err(body, Endpoint::kChatCompletions);
     EXPECT_EQ(e.param, "messages") << body << " -> " << e.message;
   }
+}
+
+// Regression: GET /%ff put the byte 0xff into the 404 message, and dumping it threw
+// nlohmann's type_error 316 out of the HTTP error handler (std::terminate).
+TEST(Responses, ErrorsQuotingInvalidUtf8AreValidJson) {
+  ApiError e;
+  e.http_status = 404;
+  e.message = "no route GET /\xff\xfe";
+  e.param = "\xc3";
+  e.code = "\x80";
+  std::string body;
+  ASSERT_NO_THROW(body = ErrorJson(e));
+  auto j = nlohmann::json::parse(body);
+  EXPECT_EQ(j["error"]["message"], "no route GET /\xEF\xBF\xBD\xEF\xBF\xBD");
+  EXPECT_TRUE(j["error"]["param"].is_string());
+  EXPECT_TRUE(j["error"]["code"].is_string());
 }
 
 TEST(Responses, ShapesFollowOpenAI) {

@@ -17,6 +17,7 @@
 #include <ctime>
 
 #include "common/logging.h"
+#include "common/secret.h"
 
 namespace kvasir::api {
 
@@ -107,7 +108,7 @@ void HttpServer::Routes() {
     if (key.empty() || req.path == "/health" || req.path == "/metrics") {
       return httplib::Server::HandlerResponse::Unhandled;
     }
-    if (req.get_header_value("Authorization") != "Bearer " + key) {
+    if (!BearerMatches(req.get_header_value("Authorization"), key)) {
       ApiError e;
       e.http_status = 401;
       e.type = "authentication_error";

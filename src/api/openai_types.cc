@@ -18,13 +18,20 @@ ApiError BadRequest(std::string message, std::string param) {
   return e;
 }
 
+namespace {
+// Every body is dumped with invalid UTF-8 replaced (U+FFFD): error messages quote client input
+// (a path, a role, a stop string), and nlohmann throws on invalid UTF-8 by default.
+std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+std::string Event(const json& j) { return "data: " + Dump(j) + "\n\n"; }
+}  // namespace
+
 std::string ErrorJson(const ApiError& e) {
   json j = {{"error",
              {{"message", e.message},
               {"type", e.type},
               {"param", e.param.empty() ? json(nullptr) : json(e.param)},
               {"code", e.code.empty() ? json(nullptr) : json(e.code)}}}};
-  return j.dump();
+  return Dump(j);
 }
 
 namespace {
@@ -74,6 +81,21 @@ class Reader {
   bool Int(const char* key, int64_t* out, int64_t lo, int64_t hi) {
     const json* v = Get(key);
     if (!v) return false;
+    if (v->is_number_float()) {
+      // JSON has one number type: 5.0 is the integer 5 (as OpenAI's and vLLM's parsers take it).
+      const double d = v->get<double>();
+      if (!std::isfinite(d) || d != std::floor(d)) {
+        Fail(key, "must be an integer");
+        return false;
+      }
+      // (2^63 and beyond would overflow the conversion.)
+      if (d < static_cast<double>(lo) || d > static_cast<double>(hi) || std::fabs(d) >= 0x1p63) {
+        Fail(key, absl::StrCat("must be in [", lo, ", ", hi, "], got ", v->dump()));
+        return false;
+      }
+      *out = static_cast<int64_t>(d);
+      return true;
+    }
     if (!v->is_number_integer()) {
       Fail(key, "must be an integer");
       return false;
@@ -280,8 +302,6 @@ json UsageJson(const Usage& u) {
           {"total_tokens", u.prompt_tokens + u.completion_tokens}};
 }
 json Reason(const std::string& r) { return r.empty() ? json(nullptr) : json(r); }
-std::string Event(const json& j) { return "data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n"; }
-std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 }  // namespace
 
 std::string CompletionResponseJson(const std::string& id, int64_t created, const std::string& model,

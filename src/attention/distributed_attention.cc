@@ -64,7 +64,8 @@ absl::Status DistributedAttention::SetSegments(SeqState& st, std::vector<Segment
 absl::Status DistributedAttention::Grow(int64_t seq_id, int32_t n) {
   auto it = seqs_.find(seq_id);
   if (it == seqs_.end()) {
-    ASSIGN_OR_RETURN(std::vector<SegmentPlacement> segs, directory_->Allocate(Key(seq_id), n));
+    ASSIGN_OR_RETURN(std::vector<SegmentPlacement> segs,
+                     directory_->Allocate(Key(seq_id), n, Priority(seq_id)));
     SeqState st;
     if (absl::Status s = SetSegments(st, std::move(segs)); !s.ok()) {
       directory_->Free(Key(seq_id));
@@ -78,7 +79,7 @@ absl::Status DistributedAttention::Grow(int64_t seq_id, int32_t n) {
   const int64_t extra = st.length + n - st.capacity;
   if (extra > 0) {
     ASSIGN_OR_RETURN(std::vector<SegmentPlacement> segs,
-                     directory_->Extend(Key(seq_id), RoundUp(extra)));
+                     directory_->Extend(Key(seq_id), RoundUp(extra), Priority(seq_id)));
     RETURN_IF_ERROR(SetSegments(st, std::move(segs)));
   }
   st.length += n;
@@ -87,6 +88,15 @@ absl::Status DistributedAttention::Grow(int64_t seq_id, int32_t n) {
 
 void DistributedAttention::Release(int64_t seq_id) {
   if (seqs_.erase(seq_id)) directory_->Free(Key(seq_id));
+}
+
+std::vector<int64_t> DistributedAttention::TakePreemptions() {
+  std::vector<int64_t> out;
+  for (int64_t key : directory_->TakePreemptions(key_prefix_)) {
+    const int64_t seq_id = key & ((int64_t{1} << kSeqKeyBits) - 1);
+    if (seqs_.count(seq_id)) out.push_back(seq_id);
+  }
+  return out;
 }
 
 const std::vector<SegmentPlacement>* DistributedAttention::segments(int64_t seq_id) const {
@@ -214,21 +224,9 @@ absl::Status DistributedAttention::Attend(int32_t layer, const float* qkv, int64
 
 // ---------------------------------------------------------------------------------------------
 
-absl::Status ApplyPlan(const std::vector<SegmentPlacement>& plan,
-                       const std::function<absl::Status(const SegmentPlacement&)>& allocate,
-                       const std::function<void(const SegmentPlacement&)>& free) {
-  for (size_t i = 0; i < plan.size(); ++i) {
-    if (absl::Status s = allocate(plan[i]); !s.ok()) {
-      for (size_t j = 0; j < i; ++j) free(plan[j]);
-      return s;
-    }
-  }
-  return absl::OkStatus();
-}
-
-class LocalSegmentDirectory::InProcessLink : public AttentionLink {
+class InProcessLinks::Link : public AttentionLink {
  public:
-  explicit InProcessLink(AttentionShard* shard) : shard_(shard) {}
+  explicit Link(AttentionShard* shard) : shard_(shard) {}
   void Step(int32_t layer, std::span<const ShardItem> items, int64_t /*rows*/, float* o,
             float* lse, std::function<void(absl::Status)> done) override {
     done(shard_->Step(layer, items, o, lse));
@@ -238,85 +236,15 @@ class LocalSegmentDirectory::InProcessLink : public AttentionLink {
   AttentionShard* shard_;
 };
 
-LocalSegmentDirectory::LocalSegmentDirectory(std::vector<std::string> names,
-                                             std::vector<AttentionShard*> shards)
-    : names_(std::move(names)), shards_(std::move(shards)) {
-  KVASIR_CHECK(!shards_.empty() && names_.size() == shards_.size());
-  const ShardInfo first = shards_[0]->Info();
-  directory_ = std::make_unique<KvDirectory>(
-      static_cast<int64_t>(first.shape.num_layers) * first.shape.num_kv_heads, first.block_size);
-  for (size_t i = 0; i < shards_.size(); ++i) {
-    directory_->AddWorker(names_[i], shards_[i]->Info().num_blocks);
-    links_.push_back(std::make_unique<InProcessLink>(shards_[i]));
-  }
+InProcessLinks::InProcessLinks(std::vector<std::string> names, std::vector<AttentionShard*> shards)
+    : names_(std::move(names)) {
+  KVASIR_CHECK(names_.size() == shards.size());
+  for (AttentionShard* s : shards) links_.push_back(std::make_unique<Link>(s));
 }
 
-absl::StatusOr<std::vector<SegmentPlacement>> LocalSegmentDirectory::Allocate(int64_t seq_key,
-                                                                              int64_t tokens) {
-  std::lock_guard<std::mutex> lock(mu_);
-  ASSIGN_OR_RETURN(std::vector<PlannedSegment> plan, directory_->Allocate(seq_key, tokens));
-  std::vector<SegmentPlacement> out;
-  for (const PlannedSegment& p : plan) out.push_back({names_[p.worker], p.base, p.capacity});
-  auto index = [&](const SegmentPlacement& p) {
-    return std::find(names_.begin(), names_.end(), p.worker) - names_.begin();
-  };
-  absl::Status s = ApplyPlan(
-      out,
-      [&](const SegmentPlacement& p) {
-        return shards_[index(p)]->AllocateSegment(seq_key, p.base, p.capacity);
-      },
-      [&](const SegmentPlacement& p) { shards_[index(p)]->FreeSegment(seq_key); });
-  if (!s.ok()) {
-    directory_->Free(seq_key);
-    return s;
-  }
-  return out;
-}
+InProcessLinks::~InProcessLinks() = default;
 
-std::vector<SegmentPlacement> LocalSegmentDirectory::Placements(int64_t seq_key) const {
-  std::vector<SegmentPlacement> out;
-  if (const auto* segs = directory_->Find(seq_key)) {
-    for (const PlannedSegment& p : *segs) out.push_back({names_[p.worker], p.base, p.capacity});
-  }
-  return out;
-}
-
-absl::StatusOr<std::vector<SegmentPlacement>> LocalSegmentDirectory::Extend(int64_t seq_key,
-                                                                            int64_t tokens) {
-  std::lock_guard<std::mutex> lock(mu_);
-  bool grew = false;
-  ASSIGN_OR_RETURN(PlannedSegment tail, directory_->Extend(seq_key, tokens, &grew));
-  AttentionShard* shard = shards_[tail.worker];
-  absl::Status s = grew ? shard->ExtendSegment(seq_key, tail.capacity)
-                        : shard->AllocateSegment(seq_key, tail.base, tail.capacity);
-  if (!s.ok()) {
-    directory_->UndoExtend(seq_key, tokens, grew);
-    return s;
-  }
-  return Placements(seq_key);
-}
-
-std::pair<int64_t, int32_t> LocalSegmentDirectory::BlockShape() {
-  const ShardInfo i = shards_[0]->Info();
-  return {static_cast<int64_t>(i.shape.num_layers) * i.shape.num_kv_heads, i.block_size};
-}
-
-void LocalSegmentDirectory::Free(int64_t seq_key) {
-  std::lock_guard<std::mutex> lock(mu_);
-  for (const PlannedSegment& p : directory_->Free(seq_key)) shards_[p.worker]->FreeSegment(seq_key);
-}
-
-int64_t LocalSegmentDirectory::MaxTokens() {
-  std::lock_guard<std::mutex> lock(mu_);
-  return directory_->MaxTokens();
-}
-
-KvUsage LocalSegmentDirectory::Usage() {
-  std::lock_guard<std::mutex> lock(mu_);
-  return {directory_->total_blocks(), directory_->used_blocks()};
-}
-
-LinkResolver LocalSegmentDirectory::Links() {
+LinkResolver InProcessLinks::Resolver() {
   return [this](const std::string& worker) -> absl::StatusOr<AttentionLink*> {
     for (size_t i = 0; i < names_.size(); ++i) {
       if (names_[i] == worker) return links_[i].get();

@@ -26,17 +26,27 @@ struct SegmentPlacement {
   int32_t capacity = 0;  // tokens
 };
 
-// The KV directory as a decoder sees it (in-process, or the router's over gRPC).
+// Sequence keys are unique across the decoders sharing the workers: (decoder << 40) | sequence.
+inline constexpr int kSeqKeyBits = 40;
+
+// The KV manager as a decoder sees it: the router's KvManager (src/router/kv_manager.h) called
+// in-process, or over gRPC (transport/directory_grpc.h).
 class SegmentDirectory {
  public:
   virtual ~SegmentDirectory() = default;
   // Places [0, tokens) of a new sequence, all or nothing. ResourceExhausted: not now.
-  virtual absl::StatusOr<std::vector<SegmentPlacement>> Allocate(int64_t seq_key,
-                                                                 int64_t tokens) = 0;
+  // `priority`: the request's arrival order at the router (smaller is older), which decides
+  // who gets blocks first across decoders.
+  virtual absl::StatusOr<std::vector<SegmentPlacement>> Allocate(int64_t seq_key, int64_t tokens,
+                                                                 int64_t priority) = 0;
   // Makes room for `tokens` more tokens after the last segment (the tail grows, or the next
   // segment goes to another worker). Returns all segments. ResourceExhausted: not now.
-  virtual absl::StatusOr<std::vector<SegmentPlacement>> Extend(int64_t seq_key,
-                                                               int64_t tokens) = 0;
+  virtual absl::StatusOr<std::vector<SegmentPlacement>> Extend(int64_t seq_key, int64_t tokens,
+                                                               int64_t priority) = 0;
+  // Keys of this decoder's sequences (key >> kSeqKeyBits == key_prefix) that the manager wants
+  // preempted so that an older request can grow; each is returned once (again later if it is
+  // still held).
+  virtual std::vector<int64_t> TakePreemptions(int64_t key_prefix) = 0;
   virtual void Free(int64_t seq_key) = 0;
   // Blocks per block_size tokens of a sequence and block_size; {0, 0} when unknown.
   virtual std::pair<int64_t, int32_t> BlockShape() = 0;
@@ -62,7 +72,7 @@ using LinkResolver = std::function<absl::StatusOr<AttentionLink*>(const std::str
 class DistributedAttention : public AttentionExecutor {
  public:
   // key_prefix keeps sequence keys unique across decoders sharing the workers: the key of
-  // sequence s is (key_prefix << 40) | s.
+  // sequence s is (key_prefix << kSeqKeyBits) | s.
   DistributedAttention(AttentionShape shape, SegmentDirectory* directory, LinkResolver links,
                        int64_t key_prefix = 0);
 
@@ -73,6 +83,9 @@ class DistributedAttention : public AttentionExecutor {
   bool Contains(int64_t seq_id) const override { return seqs_.count(seq_id) > 0; }
   absl::Status CheckFits(int64_t tokens) const override;
   KvUsage Usage() const override { return directory_->Usage(); }
+  void SetPriorityFn(PriorityFn fn) override { priority_ = std::move(fn); }
+  bool shared() const override { return true; }
+  std::vector<int64_t> TakePreemptions() override;
   absl::Status BeginStep(std::span<const AttentionStepSeq> seqs) override;
   absl::Status Attend(int32_t layer, const float* qkv, int64_t qkv_stride, float* out) override;
 
@@ -89,7 +102,8 @@ class DistributedAttention : public AttentionExecutor {
   // Takes a directory answer as the sequence's placement.
   absl::Status SetSegments(SeqState& st, std::vector<SegmentPlacement> segs);
   int64_t RoundUp(int64_t tokens) const;
-  int64_t Key(int64_t seq_id) const { return (key_prefix_ << 40) | seq_id; }
+  int64_t Key(int64_t seq_id) const { return (key_prefix_ << kSeqKeyBits) | seq_id; }
+  int64_t Priority(int64_t seq_id) const { return priority_ ? priority_(seq_id) : seq_id; }
 
   const AttentionShape shape_;
   SegmentDirectory* directory_;
@@ -97,40 +111,21 @@ class DistributedAttention : public AttentionExecutor {
   const int64_t key_prefix_;
   std::unordered_map<int64_t, SeqState> seqs_;
   std::vector<AttentionStepSeq> step_;
+  PriorityFn priority_;
 };
 
-// In-process directory over shards of this process (embedded mode, tests).
-class LocalSegmentDirectory : public SegmentDirectory {
+// Data-plane links to attention shards of this process, by name (embedded mode, tests).
+class InProcessLinks {
  public:
   // shards[i] is addressed as names[i].
-  LocalSegmentDirectory(std::vector<std::string> names, std::vector<AttentionShard*> shards);
-
-  absl::StatusOr<std::vector<SegmentPlacement>> Allocate(int64_t seq_key,
-                                                         int64_t tokens) override;
-  absl::StatusOr<std::vector<SegmentPlacement>> Extend(int64_t seq_key,
-                                                       int64_t tokens) override;
-  void Free(int64_t seq_key) override;
-  std::pair<int64_t, int32_t> BlockShape() override;
-  int64_t MaxTokens() override;
-  KvUsage Usage() override;
-  // A link per shard that calls it directly.
-  LinkResolver Links();
+  InProcessLinks(std::vector<std::string> names, std::vector<AttentionShard*> shards);
+  ~InProcessLinks();
+  LinkResolver Resolver();
 
  private:
-  class InProcessLink;
-  std::mutex mu_;
+  class Link;
   std::vector<std::string> names_;
-  std::vector<AttentionShard*> shards_;
   std::vector<std::unique_ptr<AttentionLink>> links_;
-  std::vector<SegmentPlacement> Placements(int64_t seq_key) const;
-  std::unique_ptr<KvDirectory> directory_;
 };
-
-// Turns a directory plan into allocations on shards reached by `allocate`/`free`, rolling back
-// on failure; shared by the in-process directory and the router's gRPC one.
-absl::Status ApplyPlan(
-    const std::vector<SegmentPlacement>& plan,
-    const std::function<absl::Status(const SegmentPlacement&)>& allocate,
-    const std::function<void(const SegmentPlacement&)>& free);
 
 }  // namespace kvasir

@@ -3,10 +3,8 @@
 #include <cmath>
 #include <limits>
 
-#include "decoder/generator.h"
 #include "gtest/gtest.h"
 #include "kvcache/kv_directory.h"
-#include "model/testing_util.h"
 #include "runtime/cpu/cpu_backend.h"
 
 namespace kvasir {
@@ -106,129 +104,6 @@ TEST(AttentionShardTest, SegmentAfterTheQueryIsEmpty) {
   EXPECT_EQ(o[0], 0.0f);
   EXPECT_NEAR(o[8], 1.0f, 1e-6);
   EXPECT_TRUE(std::isfinite(lse[2]));
-}
-
-// ---- stories260K end to end: distributed over two small shards == one local cache.
-class DistributedModelTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    testing::TestModel m = testing::LoadStories260K();
-    ASSERT_TRUE(m.weights && m.tokenizer);
-    weights_ = std::move(m.weights);
-    tok_ = std::move(m.tokenizer);
-    const ModelConfig& c = weights_->config;
-    shape_ = {c.num_heads, c.num_kv_heads, c.head_dim, c.num_layers};
-    backend_ = std::make_unique<CpuBackend>(2);
-  }
-  GenerationRequest Req(const std::string& prompt, int max_tokens) {
-    GenerationRequest r;
-    r.prompt = *tok_->Encode(prompt, true);
-    r.params.temperature = 0;
-    r.params.max_tokens = max_tokens;
-    r.params.ignore_eos = true;
-    return r;
-  }
-  std::vector<GenerationResult> RunLocal(const std::vector<GenerationRequest>& reqs) {
-    const ModelConfig& c = weights_->config;
-    KvCache cache({c.num_layers, c.num_kv_heads, c.head_dim, 16, 20000});
-    ModelRunner runner(weights_.get(), backend_.get(), &cache);
-    Generator gen(&runner, tok_.get(), GeneratorOptions{13, 256});
-    auto r = gen.Generate(reqs);
-    EXPECT_TRUE(r.ok()) << r.status();
-    return r.ok() ? *r : std::vector<GenerationResult>{};
-  }
-  std::unique_ptr<ModelWeights> weights_;
-  std::unique_ptr<Tokenizer> tok_;
-  std::unique_ptr<CpuBackend> backend_;
-  AttentionShape shape_;
-};
-
-TEST_F(DistributedModelTest, SequenceSpanningTwoWorkersGivesIdenticalTokens) {
-  // 5 layers x 4 kv heads = 20 blocks per 16 tokens: 220 blocks hold 176 tokens per worker, so
-  // a 300-token sequence needs both.
-  AttentionShard a(shape_, 16, 220, backend_.get()), b(shape_, 16, 240, backend_.get());
-  LocalSegmentDirectory dir({"a", "b"}, {&a, &b});
-  DistributedAttention dist(shape_, &dir, dir.Links());
-  ModelRunner runner(weights_.get(), backend_.get(), &dist);
-
-  std::vector<GenerationRequest> reqs = {Req("Once upon a time", 290)};
-  std::vector<GenerationResult> want = RunLocal(reqs);
-  ASSERT_EQ(want.size(), 1u);
-
-  // Watch the placement while the sequence runs.
-  Generator gen(&runner, tok_.get(), GeneratorOptions{13, 256});
-  size_t segments_seen = 0;
-  auto got = gen.Generate(reqs, [&](size_t, int32_t, std::string_view) {
-    if (const auto* s = dist.segments(1)) segments_seen = std::max(segments_seen, s->size());
-  });
-  ASSERT_TRUE(got.ok()) << got.status();
-  EXPECT_EQ(segments_seen, 2u);
-  EXPECT_EQ((*got)[0].tokens, want[0].tokens);
-  EXPECT_EQ((*got)[0].text, want[0].text);
-  EXPECT_EQ(a.Info().free_blocks, 220);
-  EXPECT_EQ(b.Info().free_blocks, 240);
-  EXPECT_EQ(dir.Usage().blocks_used, 0);
-}
-
-TEST_F(DistributedModelTest, ManySequencesOverTwoWorkersEqualLocal) {
-  AttentionShard a(shape_, 4, 3000, backend_.get()), b(shape_, 4, 3000, backend_.get());
-  LocalSegmentDirectory dir({"a", "b"}, {&a, &b});
-  DistributedAttention dist(shape_, &dir, dir.Links(), /*key_prefix=*/3);
-  ModelRunner runner(weights_.get(), backend_.get(), &dist);
-  std::vector<GenerationRequest> reqs;
-  const char* prompts[] = {"Tom had a big dog", "The sun", "Lily and Ben", "One day",
-                           "A little bird", "Sam went to the park"};
-  for (int i = 0; i < 6; ++i) reqs.push_back(Req(prompts[i], 40 + 23 * i));
-  reqs[2].params.temperature = 0.9f;
-  reqs[2].params.seed = 11;
-  std::vector<GenerationResult> want = RunLocal(reqs);
-  Generator gen(&runner, tok_.get(), GeneratorOptions{13, 256});
-  auto got = gen.Generate(reqs);
-  ASSERT_TRUE(got.ok()) << got.status();
-  ASSERT_EQ(got->size(), want.size());
-  for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ((*got)[i].tokens, want[i].tokens) << i;
-  EXPECT_EQ(a.Info().num_segments + b.Info().num_segments, 0);
-}
-
-// Logits, not only argmax: teacher-forced prompt logits over a split sequence match.
-TEST_F(DistributedModelTest, PromptLogitsMatchLocal) {
-  const ModelConfig& c = weights_->config;
-  std::vector<int32_t> ids = *tok_->Encode("Once upon a time there was a little girl", true);
-  KvCache cache({c.num_layers, c.num_kv_heads, c.head_dim, 1, 2000});
-  ModelRunner local(weights_.get(), backend_.get(), &cache);
-  ASSERT_TRUE(cache.Create(1).ok());
-  SequenceInput in{1, ids, 0, true, true};
-  auto want = local.Forward({in});
-  ASSERT_TRUE(want.ok());
-
-  // Block size 1 and tiny shards: the prompt is cut into three segments over three workers.
-  const int32_t n = static_cast<int32_t>(ids.size());
-  ASSERT_GE(n, 12);
-  const int64_t per = 20 * ((n + 2) / 3 + 1);  // 20 blocks per token (5 layers x 4 kv heads)
-  AttentionShard a(shape_, 1, per, backend_.get()), b(shape_, 1, per, backend_.get()),
-      d(shape_, 1, per, backend_.get());
-  LocalSegmentDirectory dir({"a", "b", "d"}, {&a, &b, &d});
-  DistributedAttention dist(shape_, &dir, dir.Links());
-  ModelRunner runner(weights_.get(), backend_.get(), &dist);
-  ASSERT_TRUE(dist.Grow(1, n).ok());
-  ASSERT_EQ(dist.segments(1)->size(), 3u);
-  // Two chunks so a chunk straddles a segment boundary.
-  std::vector<int32_t> head(ids.begin(), ids.begin() + 5), tail(ids.begin() + 5, ids.end());
-  ASSERT_TRUE(runner.Forward({{1, head, 0, true, true}}).ok());
-  auto got = runner.Forward({{1, tail, 5, true, true}});
-  ASSERT_TRUE(got.ok()) << got.status();
-  const int64_t V = c.vocab_size;
-  double max_diff = 0;
-  for (size_t t = 5; t < ids.size(); ++t) {
-    for (int64_t v = 0; v < V; ++v) {
-      max_diff = std::max<double>(
-          max_diff, std::fabs(want->row(static_cast<int32_t>(t))[v] -
-                              got->row(static_cast<int32_t>(t - 5))[v]));
-    }
-  }
-  EXPECT_LT(max_diff, 1e-4);
-  dist.Release(1);
-  EXPECT_EQ(a.Info().free_blocks + b.Info().free_blocks + d.Info().free_blocks, 3 * per);
 }
 
 }  // namespace

@@ -1,10 +1,13 @@
 #include <atomic>
+#include <cstdlib>
+#include <fstream>
 #include <cmath>
 #include <random>
 #include <vector>
 
 #include "common/dtype.h"
 #include "common/mapped_file.h"
+#include "common/secret.h"
 #include "common/thread_pool.h"
 #include "gtest/gtest.h"
 
@@ -49,6 +52,48 @@ TEST(DType, HalfRoundTrips) {
 TEST(DType, ParseRejectsUnknown) {
   EXPECT_TRUE(ParseDType("bf16").ok());
   EXPECT_FALSE(ParseDType("I8").ok());
+}
+
+TEST(Secret, EqualsComparesWholeValues) {
+  EXPECT_TRUE(SecretEquals("sk-abc", "sk-abc"));
+  EXPECT_FALSE(SecretEquals("sk-abc", "sk-abd"));
+  EXPECT_FALSE(SecretEquals("sk-abc", "sk-ab"));
+  EXPECT_FALSE(SecretEquals("", "x"));
+  EXPECT_TRUE(SecretEquals("", ""));
+  EXPECT_FALSE(SecretEquals(std::string("a\0b", 3), "a"));
+}
+
+TEST(Secret, BearerMatchesOnlyTheExactHeader) {
+  EXPECT_TRUE(BearerMatches("Bearer sk-1", "sk-1"));
+  EXPECT_FALSE(BearerMatches("Bearer sk-12", "sk-1"));
+  EXPECT_FALSE(BearerMatches("bearer sk-1", "sk-1"));
+  EXPECT_FALSE(BearerMatches("sk-1", "sk-1"));
+  EXPECT_FALSE(BearerMatches("", "sk-1"));
+  EXPECT_FALSE(BearerMatches("Bearer ", "sk-1"));
+}
+
+TEST(Secret, RandomSecretsAreFreshHex) {
+  auto a = RandomSecret(), b = RandomSecret();
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->size(), 64u);
+  EXPECT_NE(*a, *b);
+  EXPECT_EQ(a->find_first_not_of("0123456789abcdef"), std::string::npos);
+}
+
+TEST(Secret, ResolveTakesFlagThenFileThenEnvironment) {
+  const std::string path = ::testing::TempDir() + "/kvasir_secret_test_key";
+  { std::ofstream(path) << "from-file\n"; }
+  setenv("KVASIR_SECRET_TEST_ENV", "from-env", 1);
+  EXPECT_EQ(*ResolveSecret("API key", "from-flag", path, "KVASIR_SECRET_TEST_ENV"), "from-flag");
+  EXPECT_EQ(*ResolveSecret("API key", "", path, "KVASIR_SECRET_TEST_ENV"), "from-file");
+  EXPECT_EQ(*ResolveSecret("API key", "", "", "KVASIR_SECRET_TEST_ENV"), "from-env");
+  unsetenv("KVASIR_SECRET_TEST_ENV");
+  EXPECT_EQ(*ResolveSecret("API key", "", "", "KVASIR_SECRET_TEST_ENV"), "");
+  auto missing = ResolveSecret("API key", "", path + ".missing", nullptr);
+  EXPECT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("API key"), std::string::npos);
+  { std::ofstream(path) << "\n"; }
+  EXPECT_FALSE(ResolveSecret("cluster secret", "", path, nullptr).ok());
 }
 
 TEST(MappedFile, MissingFileIsNotFound) {

@@ -4,39 +4,12 @@
 #include <chrono>
 
 #include "common/logging.h"
+#include "decoder/executor_budget.h"
 #include "scheduler/clock.h"
 
 namespace kvasir {
 
 namespace {
-
-// The scheduler's view of the KV: wherever the runner's attention executor keeps it.
-class ExecutorBudget : public sched::KvBudget {
- public:
-  explicit ExecutorBudget(KvCapacity* a) : a_(a) {}
-  int64_t BlocksNeeded(int64_t seq_id, int32_t n) const override {
-    return a_->BlocksNeeded(seq_id, n);
-  }
-  int64_t BlocksForTokens(int64_t n) const override { return a_->BlocksForTokens(n); }
-  int64_t NumFreeBlocks() const override {
-    const KvUsage u = a_->Usage();
-    return u.blocks_total - u.blocks_used;
-  }
-  int64_t NumTotalBlocks() const override { return a_->Usage().blocks_total; }
-  absl::Status Allocate(int64_t seq_id, int32_t n) override {
-    absl::Status s = a_->Grow(seq_id, n);
-    // "No room now" is the scheduler's business; anything else (a dead attention worker) ends
-    // the request.
-    if (!s.ok() && !absl::IsResourceExhausted(s)) failed_.emplace(seq_id, s);
-    return s;
-  }
-  void Free(int64_t seq_id) override { a_->Release(seq_id); }
-  std::unordered_map<int64_t, absl::Status> TakeFailures() { return std::move(failed_); }
-
- private:
-  KvCapacity* a_;
-  std::unordered_map<int64_t, absl::Status> failed_;
-};
 
 // Requests the runner can sample itself: no penalties and no logprobs (both need the logits
 // on the host). Unseeded requests get a seed here, so their stream stays one RNG's.
@@ -67,6 +40,12 @@ Engine::Engine(StepRunner* runner, EngineConfig config)
   sc.admission_watermark_blocks =
       static_cast<int64_t>(config.admission_watermark * budget_->NumTotalBlocks());
   scheduler_ = std::make_unique<sched::BatchScheduler>(sc, budget_.get(), &clock_);
+  // A KV pool shared with other decoders serves older requests first: the router's request id
+  // is its arrival order. Called on the engine thread (from Grow), which owns seqs_.
+  attention_->SetPriorityFn([this](int64_t seq_id) -> int64_t {
+    auto it = seqs_.find(seq_id);
+    return it == seqs_.end() ? seq_id : static_cast<int64_t>(it->second->req.id);
+  });
 }
 
 Engine::~Engine() { Stop(); }
@@ -223,6 +202,13 @@ void Engine::Loop() {
 
 void Engine::RunStep() {
   const ModelConfig& c = runner_->config();
+  // The shared pool's manager asks for room for an older request on another decoder (or this
+  // one): recompute these later.
+  for (int64_t id : attention_->TakePreemptions()) {
+    if (scheduler_->PreemptRequest(id).ok()) {
+      SPDLOG_DEBUG("sequence {} preempted for an older request", id);
+    }
+  }
   sched::ScheduledStep step = scheduler_->Schedule();
   // Requests whose KV could not grow for a reason other than "no room now" end with that error.
   for (auto& [id, status] : static_cast<ExecutorBudget*>(budget_.get())->TakeFailures()) {

@@ -43,6 +43,8 @@ class KvDirectory {
   // Reverts the Extend that returned `tail` (its allocation on the worker failed).
   void UndoExtend(int64_t seq_key, int64_t tokens, bool grew_tail);
   int32_t block_size() const { return block_size_; }
+  int64_t blocks_per_token_block() const { return blocks_per_token_block_; }
+  bool alive(int32_t w) const { return workers_[w].alive; }
   const std::vector<PlannedSegment>* Find(int64_t seq_key) const;
 
   // Longest sequence an empty directory could place (tokens).

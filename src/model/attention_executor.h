@@ -12,7 +12,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
+#include <vector>
 
 #include "common/status.h"
 
@@ -48,6 +50,17 @@ class KvCapacity {
   virtual absl::Status CheckFits(int64_t tokens) const = 0;
   // Blocks over the whole pool (free = total - used); shared pools report the last known value.
   virtual KvUsage Usage() const = 0;
+
+  // For a pool shared with other decoders: the priority of a sequence (its request's arrival
+  // order at the router, smaller is older), which the pool's manager uses to decide who grows
+  // first. Without one, the sequence id is its priority.
+  using PriorityFn = std::function<int64_t(int64_t seq_id)>;
+  // True for a pool under a KV manager that must hear of every need (sched::KvBudget::shared).
+  virtual bool shared() const { return false; }
+  virtual void SetPriorityFn(PriorityFn fn) {}
+  // Sequences the shared pool's manager asks this decoder to preempt (recompute later) so that
+  // an older request elsewhere can grow. Polled by the engine between steps.
+  virtual std::vector<int64_t> TakePreemptions() { return {}; }
 };
 
 class AttentionExecutor : public KvCapacity {

@@ -1,5 +1,7 @@
 #include "router/completion_service.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 namespace kvasir {
@@ -94,6 +96,15 @@ bool CompletionStream::Next(StreamDelta* out, std::chrono::milliseconds timeout)
         }
         e.message = std::string(ev.error.message());
         out->error = e;
+      } else if (ev.finish_reason == "abort") {
+        // Not the client's doing (its cancellation ends the stream before any event): the
+        // server is shutting down or lost the decoder. "abort" is no OpenAI finish_reason, so
+        // the client gets an error instead of a truncated "success".
+        ApiError e;
+        e.http_status = 503;
+        e.type = "service_unavailable";
+        e.message = "the request was aborted by the server (shutting down, or its decoder went away)";
+        out->error = e;
       }
     }
   }
@@ -113,7 +124,13 @@ bool CompletionStream::Next(StreamDelta* out, std::chrono::milliseconds timeout)
 
 CompletionService::CompletionService(EngineHandle* engine, const Tokenizer* tokenizer,
                                      ServiceConfig config)
-    : engine_(engine), tokenizer_(tokenizer), config_(std::move(config)) {}
+    : engine_(engine), tokenizer_(tokenizer), config_(std::move(config)) {
+  int64_t longest = 1;
+  for (int32_t id = 0; id < tokenizer_->vocab_size(); ++id) {
+    longest = std::max<int64_t>(longest, static_cast<int64_t>(tokenizer_->IdToPiece(id).size()));
+  }
+  max_text_bytes_per_token_ = 2 * longest;
+}
 
 std::variant<std::shared_ptr<CompletionStream>, ApiError> CompletionService::Start(
     const api::CompletionRequest& req) {
@@ -131,9 +148,20 @@ std::variant<std::shared_ptr<CompletionStream>, ApiError> CompletionService::Sta
     e.message = absl::StrCat("The model `", req.model, "` does not exist. Served: ", config_.model_name);
     return reject(e);
   }
+  const int64_t ctx = mc.max_position_embeddings;
+  auto too_long = [&](size_t text_bytes, const char* param) -> std::optional<ApiError> {
+    if (static_cast<int64_t>(text_bytes) <= ctx * max_text_bytes_per_token_) return std::nullopt;
+    return BadRequest(absl::StrCat("This model's maximum context length is ", ctx,
+                                   " tokens; a prompt of ", text_bytes,
+                                   " bytes has more tokens than that. Please reduce the prompt."),
+                      param);
+  };
   auto stream = std::make_shared<CompletionStream>();
   std::vector<int32_t> ids;
   if (req.endpoint == api::Endpoint::kChatCompletions) {
+    size_t bytes = 0;
+    for (const api::ChatMessage& m : req.messages) bytes += m.content.size();
+    if (auto e = too_long(bytes, "messages")) return reject(*e);
     api::ChatPrompt cp = api::ApplyChatTemplate(config_.chat_format, req.messages, req.add_generation_prompt);
     auto enc = tokenizer_->Encode(cp.text, cp.add_bos);
     if (!enc.ok()) return reject(BadRequest(std::string(enc.status().message()), "messages"));
@@ -148,12 +176,12 @@ std::variant<std::shared_ptr<CompletionStream>, ApiError> CompletionService::Sta
     }
     if (req.echo) stream->prompt_text_ = tokenizer_->Decode(ids);
   } else {
+    if (auto e = too_long(req.prompt_text->size(), "prompt")) return reject(*e);
     auto enc = tokenizer_->Encode(*req.prompt_text, true);
     if (!enc.ok()) return reject(BadRequest(std::string(enc.status().message()), "prompt"));
     ids = std::move(*enc);
     if (req.echo) stream->prompt_text_ = *req.prompt_text;
   }
-  const int64_t ctx = mc.max_position_embeddings;
   const int64_t plen = static_cast<int64_t>(ids.size());
   SamplingParams params = req.params;
   if (plen >= ctx || (req.max_tokens_given && plen + params.max_tokens > ctx)) {

@@ -86,6 +86,10 @@ class CompletionService {
   EngineHandle* engine_;
   const Tokenizer* tokenizer_;
   ServiceConfig config_;
+  // An upper bound on the text bytes one token can stand for (twice the longest vocab piece,
+  // for normalizers): a text longer than the context times this has too many tokens for sure,
+  // and is refused before spending time on tokenizing it.
+  int64_t max_text_bytes_per_token_ = 0;
   RouterMetrics metrics_;
   std::atomic<uint64_t> next_id_{1};
 };

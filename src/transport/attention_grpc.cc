@@ -27,10 +27,11 @@ std::vector<float> Unpack(const std::string& bytes) {
 
 class AttentionGrpcServices::Data final : public v1::AttentionData::Service {
  public:
-  explicit Data(AttentionShard* shard) : shard_(shard) {}
+  Data(AttentionShard* shard, GrpcAuth auth) : shard_(shard), auth_(std::move(auth)) {}
 
-  grpc::Status Step(grpc::ServerContext*, const v1::AttentionStepRequest* req,
+  grpc::Status Step(grpc::ServerContext* ctx, const v1::AttentionStepRequest* req,
                     v1::AttentionStepReply* reply) override {
+    KVASIR_GRPC_CHECK_AUTH(auth_, ctx);
     const AttentionShape& sh = shard_->shape();
     const int64_t qw = sh.q_dim(), kvw = sh.kv_dim();
     // Copy the frames out of the message (alignment), checking every size first.
@@ -74,14 +75,16 @@ class AttentionGrpcServices::Data final : public v1::AttentionData::Service {
 
  private:
   AttentionShard* shard_;
+  const GrpcAuth auth_;
 };
 
 class AttentionGrpcServices::Control final : public v1::AttentionControl::Service {
  public:
-  explicit Control(AttentionShard* shard) : shard_(shard) {}
+  Control(AttentionShard* shard, GrpcAuth auth) : shard_(shard), auth_(std::move(auth)) {}
 
-  grpc::Status Info(grpc::ServerContext*, const v1::AttentionInfoRequest*,
+  grpc::Status Info(grpc::ServerContext* ctx, const v1::AttentionInfoRequest*,
                     v1::AttentionInfo* out) override {
+    KVASIR_GRPC_CHECK_AUTH(auth_, ctx);
     ShardInfo i = shard_->Info();
     out->set_num_layers(i.shape.num_layers);
     out->set_num_heads(i.shape.num_heads);
@@ -93,26 +96,31 @@ class AttentionGrpcServices::Control final : public v1::AttentionControl::Servic
     out->set_num_segments(i.num_segments);
     return grpc::Status::OK;
   }
-  grpc::Status AllocateSegment(grpc::ServerContext*, const v1::AllocateSegmentRequest* r,
+  grpc::Status AllocateSegment(grpc::ServerContext* ctx, const v1::AllocateSegmentRequest* r,
                                v1::AllocateSegmentReply*) override {
+    KVASIR_GRPC_CHECK_AUTH(auth_, ctx);
     return ToGrpcStatus(shard_->AllocateSegment(r->key(), r->base(), r->capacity()));
   }
-  grpc::Status ExtendSegment(grpc::ServerContext*, const v1::ExtendSegmentRequest* r,
+  grpc::Status ExtendSegment(grpc::ServerContext* ctx, const v1::ExtendSegmentRequest* r,
                              v1::AllocateSegmentReply*) override {
+    KVASIR_GRPC_CHECK_AUTH(auth_, ctx);
     return ToGrpcStatus(shard_->ExtendSegment(r->key(), r->capacity()));
   }
-  grpc::Status FreeSegment(grpc::ServerContext*, const v1::FreeSegmentRequest* r,
+  grpc::Status FreeSegment(grpc::ServerContext* ctx, const v1::FreeSegmentRequest* r,
                            v1::FreeSegmentReply*) override {
+    KVASIR_GRPC_CHECK_AUTH(auth_, ctx);
     shard_->FreeSegment(r->key());
     return grpc::Status::OK;
   }
 
  private:
   AttentionShard* shard_;
+  const GrpcAuth auth_;
 };
 
-AttentionGrpcServices::AttentionGrpcServices(AttentionShard* shard)
-    : data_(std::make_unique<Data>(shard)), control_(std::make_unique<Control>(shard)) {}
+AttentionGrpcServices::AttentionGrpcServices(AttentionShard* shard, GrpcAuth auth)
+    : data_(std::make_unique<Data>(shard, auth)),
+      control_(std::make_unique<Control>(shard, std::move(auth))) {}
 AttentionGrpcServices::~AttentionGrpcServices() = default;
 std::vector<grpc::Service*> AttentionGrpcServices::services() {
   return {data_.get(), control_.get()};
@@ -122,12 +130,11 @@ std::vector<grpc::Service*> AttentionGrpcServices::services() {
 
 class GrpcAttentionLinks::Link : public AttentionLink {
  public:
-  explicit Link(const std::string& address) : address_(address) {
+  Link(const std::string& address, const GrpcAuth& auth) : address_(address) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(1 << 30);
     args.SetMaxSendMessageSize(1 << 30);
-    stub_ = v1::AttentionData::NewStub(
-        grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+    stub_ = v1::AttentionData::NewStub(AuthChannel(address, auth, args));
   }
 
   void Step(int32_t layer, std::span<const ShardItem> items, int64_t rows, float* o, float* lse,
@@ -187,7 +194,8 @@ class GrpcAttentionLinks::Link : public AttentionLink {
   int64_t q_width_ = 0, kv_width_ = 0, num_heads_ = 0;
 };
 
-GrpcAttentionLinks::GrpcAttentionLinks(AttentionShape shape) : shape_(shape) {}
+GrpcAttentionLinks::GrpcAttentionLinks(AttentionShape shape, GrpcAuth auth)
+    : shape_(shape), auth_(std::move(auth)) {}
 GrpcAttentionLinks::~GrpcAttentionLinks() = default;
 
 absl::StatusOr<AttentionLink*> GrpcAttentionLinks::Get(const std::string& address) {
@@ -195,7 +203,7 @@ absl::StatusOr<AttentionLink*> GrpcAttentionLinks::Get(const std::string& addres
   auto it = links_.find(address);
   if (it != links_.end()) return it->second.get();
   if (address.empty()) return absl::InvalidArgumentError("empty attention worker address");
-  auto link = std::make_unique<Link>(address);
+  auto link = std::make_unique<Link>(address, auth_);
   link->SetShape(shape_);
   AttentionLink* raw = link.get();
   links_[address] = std::move(link);

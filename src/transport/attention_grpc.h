@@ -10,13 +10,15 @@
 
 #include "attention/attention_shard.h"
 #include "attention/distributed_attention.h"
+#include "transport/grpc_auth.h"
 #include "transport/grpc_server.h"
 
 namespace kvasir::transport {
 
 class AttentionGrpcServices {
  public:
-  explicit AttentionGrpcServices(AttentionShard* shard);
+  // `auth`: the cluster secret every call must carry (open when empty).
+  explicit AttentionGrpcServices(AttentionShard* shard, GrpcAuth auth = {});
   ~AttentionGrpcServices();
   std::vector<grpc::Service*> services();
 
@@ -30,7 +32,8 @@ class AttentionGrpcServices {
 // Links to attention workers by address, one channel each, made on first use. Thread-safe.
 class GrpcAttentionLinks {
  public:
-  explicit GrpcAttentionLinks(AttentionShape shape);
+  // `auth`: the cluster secret sent with every Step.
+  explicit GrpcAttentionLinks(AttentionShape shape, GrpcAuth auth = {});
   ~GrpcAttentionLinks();
   absl::StatusOr<AttentionLink*> Get(const std::string& address);
   LinkResolver Resolver() {
@@ -40,6 +43,7 @@ class GrpcAttentionLinks {
  private:
   class Link;
   const AttentionShape shape_;
+  const GrpcAuth auth_;
   std::mutex mu_;
   std::unordered_map<std::string, std::unique_ptr<Link>> links_;
 };

@@ -83,10 +83,11 @@ std::variant<api::CompletionRequest, api::ApiError> FromProto(const v1::Generate
 
 class CompletionGrpcServer::Impl final : public v1::Completion::Service {
  public:
-  explicit Impl(CompletionService* service) : service_(service) {}
+  Impl(CompletionService* service, GrpcAuth auth) : service_(service), auth_(std::move(auth)) {}
 
   grpc::Status Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* in,
                         grpc::ServerWriter<v1::GenerateResponse>* writer) override {
+    KVASIR_GRPC_CHECK_AUTH(auth_, ctx);
     auto parsed = FromProto(*in);
     if (auto* e = std::get_if<api::ApiError>(&parsed)) {
       service_->metrics().RequestRejected();
@@ -125,10 +126,11 @@ class CompletionGrpcServer::Impl final : public v1::Completion::Service {
 
  private:
   CompletionService* service_;
+  const GrpcAuth auth_;
 };
 
-CompletionGrpcServer::CompletionGrpcServer(CompletionService* service)
-    : service_(service), impl_(std::make_unique<Impl>(service)) {}
+CompletionGrpcServer::CompletionGrpcServer(CompletionService* service, GrpcAuth auth)
+    : service_(service), impl_(std::make_unique<Impl>(service, std::move(auth))) {}
 
 CompletionGrpcServer::~CompletionGrpcServer() { Stop(); }
 

@@ -9,13 +9,15 @@
 #include "common/status.h"
 #include "router/completion_service.h"
 
+#include "transport/grpc_auth.h"
 #include "transport/grpc_server.h"
 
 namespace kvasir::transport {
 
 class CompletionGrpcServer {
  public:
-  explicit CompletionGrpcServer(CompletionService* service);
+  // `auth`: the API key every Generate call must carry (open when empty).
+  explicit CompletionGrpcServer(CompletionService* service, GrpcAuth auth = {});
   ~CompletionGrpcServer();
 
   // Listens on host:port (0 picks a free port); returns the bound port.

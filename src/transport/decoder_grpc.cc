@@ -95,10 +95,11 @@ std::chrono::system_clock::time_point In(std::chrono::milliseconds d) {
 
 class DecoderGrpcService::Impl final : public v1::Decoder::Service {
  public:
-  explicit Impl(Engine* engine) : engine_(engine) {}
+  Impl(Engine* engine, GrpcAuth auth) : engine_(engine), auth_(std::move(auth)) {}
 
   grpc::Status Submit(grpc::ServerContext* ctx, const v1::SubmitRequest* in,
                       grpc::ServerWriter<v1::TokenEvent>* writer) override {
+    KVASIR_GRPC_CHECK_AUTH(auth_, ctx);
     struct Queue {
       std::mutex mu;
       std::condition_variable cv;
@@ -158,14 +159,16 @@ class DecoderGrpcService::Impl final : public v1::Decoder::Service {
     }
   }
 
-  grpc::Status Cancel(grpc::ServerContext*, const v1::CancelRequest* r,
+  grpc::Status Cancel(grpc::ServerContext* ctx, const v1::CancelRequest* r,
                       v1::CancelReply*) override {
+    KVASIR_GRPC_CHECK_AUTH(auth_, ctx);
     engine_->Cancel(r->request_id());
     return grpc::Status::OK;
   }
 
-  grpc::Status Stats(grpc::ServerContext*, const v1::StatsRequest*,
+  grpc::Status Stats(grpc::ServerContext* ctx, const v1::StatsRequest*,
                      v1::DecoderStats* out) override {
+    KVASIR_GRPC_CHECK_AUTH(auth_, ctx);
     EngineStats s = engine_->stats();
     out->set_running(s.running);
     out->set_waiting(s.waiting);
@@ -178,9 +181,11 @@ class DecoderGrpcService::Impl final : public v1::Decoder::Service {
 
  private:
   Engine* engine_;
+  const GrpcAuth auth_;
 };
 
-DecoderGrpcService::DecoderGrpcService(Engine* engine) : impl_(std::make_unique<Impl>(engine)) {}
+DecoderGrpcService::DecoderGrpcService(Engine* engine, GrpcAuth auth)
+    : impl_(std::make_unique<Impl>(engine, std::move(auth))) {}
 DecoderGrpcService::~DecoderGrpcService() = default;
 grpc::Service* DecoderGrpcService::service() { return impl_.get(); }
 
@@ -283,12 +288,12 @@ class RemoteDecoders::Call : public grpc::ClientReadReactor<v1::TokenEvent> {
 
 RemoteDecoders::RemoteDecoders(std::vector<std::string> addresses, ModelConfig config,
                                std::unique_ptr<sched::PlacementPolicy> policy,
-                               std::function<KvUsage()> kv_usage)
+                               std::function<KvUsage()> kv_usage, const GrpcAuth& auth)
     : config_(std::move(config)), kv_usage_(std::move(kv_usage)), policy_(std::move(policy)) {
   for (const std::string& a : addresses) {
     auto d = std::make_unique<Decoder>();
     d->address = a;
-    d->stub = v1::Decoder::NewStub(grpc::CreateChannel(a, grpc::InsecureChannelCredentials()));
+    d->stub = v1::Decoder::NewStub(AuthChannel(a, auth));
     d->load.healthy = false;  // until the first poll answers
     decoders_.push_back(std::move(d));
   }

@@ -15,13 +15,15 @@
 #include "decoder/engine.h"
 #include "model/attention_executor.h"
 #include "scheduler/placement.h"
+#include "transport/grpc_auth.h"
 #include "transport/grpc_server.h"
 
 namespace kvasir::transport {
 
 class DecoderGrpcService {
  public:
-  explicit DecoderGrpcService(Engine* engine);
+  // `auth`: the cluster secret every call must carry (open when empty).
+  explicit DecoderGrpcService(Engine* engine, GrpcAuth auth = {});
   ~DecoderGrpcService();
   grpc::Service* service();
 
@@ -35,7 +37,7 @@ class RemoteDecoders : public EngineHandle {
   // kv_usage reports the cluster's KV blocks (the router's directory).
   RemoteDecoders(std::vector<std::string> addresses, ModelConfig config,
                  std::unique_ptr<sched::PlacementPolicy> policy,
-                 std::function<KvUsage()> kv_usage);
+                 std::function<KvUsage()> kv_usage, const GrpcAuth& auth = {});
   ~RemoteDecoders() override;
 
   absl::Status Submit(EngineRequest request) override;

@@ -12,6 +12,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
+#include <fstream>
 #include <memory>
 #include <thread>
 
@@ -19,6 +21,7 @@
 
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
+#include "kvasir/v1/attention.grpc.pb.h"
 #include "kvasir/v1/completion.grpc.pb.h"
 #include "kvasir/v1/worker.grpc.pb.h"
 #include "model/testing_util.h"
@@ -88,11 +91,23 @@ bool GrpcServing(int port) {
          resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
 }
 
+// The roles authenticate each other with this secret; the children inherit it from the test's
+// environment (KVASIR_CLUSTER_SECRET), as `kvasir cluster` hands its children theirs.
+constexpr char kClusterSecret[] = "cluster-test-secret";
+
+// A client context carrying the cluster secret, as the roles send it.
+void AddSecret(grpc::ClientContext* ctx) {
+  ctx->AddMetadata("authorization", std::string("Bearer ") + kClusterSecret);
+}
+
 // 5 layers x 4 KV heads of stories260K: 20 blocks per 16 tokens. Attention pools of 200 and 240
 // blocks hold 160 and 192 tokens, so a 300-token sequence needs both workers.
 class Cluster {
  public:
-  explicit Cluster(int attention_blocks0 = 200, int attention_blocks1 = 240) {
+  // `router_flags` go to the router only (an API key file, say).
+  explicit Cluster(int attention_blocks0 = 200, int attention_blocks1 = 240,
+                   std::vector<std::string> router_flags = {}) {
+    setenv("KVASIR_CLUSTER_SECRET", kClusterSecret, 1);
     for (int b : {attention_blocks0, attention_blocks1}) {
       attention_.push_back(std::make_unique<Child>(
           "attention", std::vector<std::string>{"--grpc-port", "0", "--kv-blocks",
@@ -100,15 +115,14 @@ class Cluster {
           1));
     }
     std::vector<int> dports = {FreePort(), FreePort()};
-    router_ = std::make_unique<Child>(
-        "router",
-        std::vector<std::string>{
-            "--port", "0", "--grpc-port", "0", "--decoders",
-            "127.0.0.1:" + std::to_string(dports[0]) + ",127.0.0.1:" + std::to_string(dports[1]),
-            "--attention",
-            "127.0.0.1:" + std::to_string(attention_[0]->port()) +
-                ",127.0.0.1:" + std::to_string(attention_[1]->port())},
-        2);
+    std::vector<std::string> router_args = {
+        "--port", "0", "--grpc-port", "0", "--decoders",
+        "127.0.0.1:" + std::to_string(dports[0]) + ",127.0.0.1:" + std::to_string(dports[1]),
+        "--attention",
+        "127.0.0.1:" + std::to_string(attention_[0]->port()) +
+            ",127.0.0.1:" + std::to_string(attention_[1]->port())};
+    router_args.insert(router_args.end(), router_flags.begin(), router_flags.end());
+    router_ = std::make_unique<Child>("router", router_args, 2);
     for (int i = 0; i < 2; ++i) {
       decoders_.push_back(std::make_unique<Child>(
           "decoder",
@@ -149,6 +163,7 @@ class Cluster {
     auto stub = v1::AttentionControl::NewStub(grpc::CreateChannel(
         "127.0.0.1:" + std::to_string(attention_[i]->port()), grpc::InsecureChannelCredentials()));
     grpc::ClientContext ctx;
+    AddSecret(&ctx);
     v1::AttentionInfo info;
     if (!stub->Info(&ctx, {}, &info).ok()) return -1;
     return info.num_segments();
@@ -354,6 +369,133 @@ TEST(Cluster, SixtyFourConcurrentStreamsCancellationErrorsAndGrpc) {
     EXPECT_TRUE(c.attention(i).Alive());
   }
   EXPECT_TRUE(c.router().Alive());
+}
+
+// Issue 11's reproduction: 2 decoders share 2 attention workers of 256 blocks (192 tokens each,
+// 384 in all) while 16 requests of 205 tokens arrive at once. Each decoder used to preempt only
+// its own sequences, and both ended up holding half the pool, each waiting for the other: a
+// deadlock. The router's KV manager makes younger requests, on either decoder, give way to the
+// oldest one's growth, so all 16 finish, with the single-process greedy text.
+TEST(Cluster, SixteenRequestsUnderMemoryPressureAllFinish) {
+  Cluster c(256, 256);
+  const std::string want = GenerateText("Once upon a time", 200);
+  const std::string body = json({{"prompt", "Once upon a time"}, {"max_tokens", 200},
+                                 {"temperature", 0}, {"ignore_eos", true}})
+                               .dump();
+  std::vector<std::thread> clients;
+  std::vector<std::string> texts(16);
+  std::vector<int> statuses(16, 0);
+  for (int i = 0; i < 16; ++i) {
+    clients.emplace_back([&, i] {
+      json r = testing::PostJson(c.http_port(), "/v1/completions", body, &statuses[i]);
+      if (statuses[i] == 200) texts[i] = r["choices"][0]["text"].get<std::string>();
+    });
+  }
+  for (auto& t : clients) t.join();
+  for (int i = 0; i < 16; ++i) {
+    EXPECT_EQ(statuses[i], 200) << i;
+    EXPECT_EQ(texts[i], want) << i;
+  }
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while ((testing::KvBlocksUsed(c.http_port()) != 0 || c.Segments(0) + c.Segments(1) != 0) &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_EQ(testing::KvBlocksUsed(c.http_port()), 0);
+  EXPECT_EQ(c.Segments(0) + c.Segments(1), 0);
+}
+
+// Every internal service refuses a caller without the cluster secret; the router's public
+// Completion service and HTTP API take the API key instead; health checks stay open.
+TEST(Cluster, InternalPortsRequireTheClusterSecretAndTheApiTheKey) {
+  const std::string key_file = ::testing::TempDir() + "/kvasir_cluster_test_api_key";
+  { std::ofstream(key_file) << "sk-cluster\n"; }
+  Cluster c(200, 240, {"--api-key-file", key_file});
+  auto channel = [](int port) {
+    return grpc::CreateChannel("127.0.0.1:" + std::to_string(port),
+                               grpc::InsecureChannelCredentials());
+  };
+  auto expect_auth = [](const char* what, auto&& call) {
+    for (const char* header : {"", "Bearer wrong", "Bearer sk-cluster"}) {
+      grpc::ClientContext ctx;
+      if (*header) ctx.AddMetadata("authorization", header);
+      EXPECT_EQ(call(&ctx).error_code(), grpc::StatusCode::UNAUTHENTICATED)
+          << what << " with '" << header << "'";
+    }
+    grpc::ClientContext ctx;
+    AddSecret(&ctx);
+    grpc::Status st = call(&ctx);
+    EXPECT_TRUE(st.ok()) << what << ": " << st.error_message();
+  };
+  auto attention_control = v1::AttentionControl::NewStub(channel(c.attention(0).port()));
+  expect_auth("AttentionControl.Info", [&](grpc::ClientContext* ctx) {
+    v1::AttentionInfo info;
+    return attention_control->Info(ctx, {}, &info);
+  });
+  auto attention_data = v1::AttentionData::NewStub(channel(c.attention(1).port()));
+  expect_auth("AttentionData.Step", [&](grpc::ClientContext* ctx) {
+    v1::AttentionStepRequest req;  // no items: nothing to compute, OK once authenticated
+    v1::AttentionStepReply reply;
+    return attention_data->Step(ctx, req, &reply);
+  });
+  auto directory = v1::KvDirectory::NewStub(channel(c.grpc_port()));
+  expect_auth("KvDirectory.Info", [&](grpc::ClientContext* ctx) {
+    v1::DirectoryInfo info;
+    return directory->Info(ctx, {}, &info);
+  });
+  auto decoder = v1::Decoder::NewStub(channel(c.decoder(0).port()));
+  expect_auth("Decoder.Stats", [&](grpc::ClientContext* ctx) {
+    v1::DecoderStats stats;
+    return decoder->Stats(ctx, {}, &stats);
+  });
+  for (int port : {c.attention(0).port(), c.decoder(1).port(), c.grpc_port()}) {
+    EXPECT_TRUE(GrpcServing(port)) << port;  // health needs no secret
+  }
+
+  // The public gRPC API wants the API key, not the cluster secret.
+  auto completion = v1::Completion::NewStub(channel(c.grpc_port()));
+  auto generate = [&](const std::string& header, std::string* text) {
+    grpc::ClientContext ctx;
+    if (!header.empty()) ctx.AddMetadata("authorization", header);
+    v1::GenerateRequest gr;
+    gr.set_prompt("Once upon a time");
+    gr.mutable_sampling()->set_max_tokens(5);
+    auto reader = completion->Generate(&ctx, gr);
+    v1::GenerateResponse resp;
+    while (reader->Read(&resp)) *text += resp.text();
+    return reader->Finish();
+  };
+  std::string text;
+  EXPECT_EQ(generate("", &text).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(generate(std::string("Bearer ") + kClusterSecret, &text).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(text, "");
+  grpc::Status st = generate("Bearer sk-cluster", &text);
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  EXPECT_FALSE(text.empty());
+  int status = 0;
+  testing::PostJson(c.http_port(), "/v1/completions", R"({"prompt": "a", "max_tokens": 2})",
+                    &status);
+  EXPECT_EQ(status, 401);
+  testing::PostJson(c.http_port(), "/v1/completions", R"({"prompt": "a", "max_tokens": 2})",
+                    &status, {{"Authorization", "Bearer sk-cluster"}});
+  EXPECT_EQ(status, 200);
+}
+
+// A role started without any cluster secret refuses to run open, and says how to give one.
+TEST(Cluster, RolesWithoutASecretRefuseToStart) {
+  for (const char* role : {"attention", "router", "decoder"}) {
+    std::vector<std::string> argv = {testing::BinaryPath("kvasir"), role, "--model",
+                                     testing::Stories260KDir(), "--log-level", "warn"};
+    if (std::string(role) == "router") {
+      argv.insert(argv.end(), {"--decoders", "127.0.0.1:1", "--attention", "127.0.0.1:1"});
+    } else if (std::string(role) == "decoder") {
+      argv.insert(argv.end(), {"--router", "127.0.0.1:1"});
+    }
+    auto r = testing::RunProcess(argv, "", {{"KVASIR_CLUSTER_SECRET", ""}});
+    EXPECT_NE(r.exit_code, 0) << role;
+    EXPECT_NE(r.err.find("KVASIR_CLUSTER_SECRET"), std::string::npos) << role << ": " << r.err;
+  }
 }
 
 TEST(Cluster, DeadWorkersGiveClearErrorsAndNothingCrashes) {

@@ -1,0 +1,42 @@
+// The batch scheduler's view of the KV (sched::KvBudget) over wherever the runner's attention
+// executor keeps it (KvCapacity): the engine's, and the KV manager's simulation test's.
+#pragma once
+
+#include <cstdint>
+#include <unordered_map>
+
+#include "model/attention_executor.h"
+#include "scheduler/kv_budget.h"
+
+namespace kvasir {
+
+class ExecutorBudget : public sched::KvBudget {
+ public:
+  explicit ExecutorBudget(KvCapacity* a) : a_(a) {}
+  int64_t BlocksNeeded(int64_t seq_id, int32_t n) const override {
+    return a_->BlocksNeeded(seq_id, n);
+  }
+  int64_t BlocksForTokens(int64_t n) const override { return a_->BlocksForTokens(n); }
+  int64_t NumFreeBlocks() const override {
+    const KvUsage u = a_->Usage();
+    return u.blocks_total - u.blocks_used;
+  }
+  int64_t NumTotalBlocks() const override { return a_->Usage().blocks_total; }
+  absl::Status Allocate(int64_t seq_id, int32_t n) override {
+    absl::Status s = a_->Grow(seq_id, n);
+    // "No room now" is the scheduler's business; anything else (a dead attention worker) ends
+    // the request.
+    if (!s.ok() && !absl::IsResourceExhausted(s)) failed_.emplace(seq_id, s);
+    return s;
+  }
+  void Free(int64_t seq_id) override { a_->Release(seq_id); }
+  bool shared() const override { return a_->shared(); }
+  // Sequences whose growth failed for a reason other than "no room now", since the last call.
+  std::unordered_map<int64_t, absl::Status> TakeFailures() { return std::move(failed_); }
+
+ private:
+  KvCapacity* a_;
+  std::unordered_map<int64_t, absl::Status> failed_;
+};
+
+}  // namespace kvasir
