@@ -225,6 +225,13 @@ absl::StatusOr<std::vector<int64_t>> BatchScheduler::OnStepDone(
     if (!outcome_of.emplace(o.request_id, &o).second) {
       return absl::InvalidArgumentError(absl::StrCat("two outcomes for request ", o.request_id));
     }
+    if (o.lost_kv) {
+      if (o.produced_token || o.finished) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "request ", o.request_id, " lost its KV but produced a token or finished"));
+      }
+      continue;
+    }
     if (o.produced_token && !it->second->wants_logits) {
       return absl::InvalidArgumentError(absl::StrCat(
           "request ", o.request_id, " produced a token from a prefill chunk without logits"));
@@ -246,6 +253,10 @@ absl::StatusOr<std::vector<int64_t>> BatchScheduler::OnStepDone(
     auto it = outcome_of.find(s.request_id);
     if (it == outcome_of.end()) continue;
     Request& r = requests_.at(s.request_id);
+    if (it->second->lost_kv) {
+      Evict(r);
+      continue;
+    }
     r.num_computed += s.num_tokens;
     if (it->second->produced_token) ++r.num_generated;
     if (it->second->finished || r.num_generated >= r.max_new_tokens) {

@@ -75,6 +75,9 @@ struct StepOutcome {
   int64_t request_id = 0;
   bool produced_token = false;  // a token was sampled (only where the entry wanted logits)
   bool finished = false;        // stop token, stop string or error: the request is done
+  // The step failed for it because its KV was lost (an attention worker died): nothing of the
+  // step counts, and it is preempted at once to be recomputed from its tokens.
+  bool lost_kv = false;
 };
 
 enum class RequestState { kWaiting, kRunning };

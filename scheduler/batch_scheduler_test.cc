@@ -353,6 +353,45 @@ TEST(BatchSchedulerTest, YoungestThatCannotGrowSitsOutUntilAnOlderOneNeedsItsBlo
   EXPECT_EQ(h.reqs[2].generated, 2);
 }
 
+// A step that failed because a sequence's KV was lost (an attention worker died) preempts it
+// at once; it is recomputed from position 0 with its generated tokens and keeps its priority.
+TEST(BatchSchedulerTest, LostKvRecomputesTheRequest) {
+  FakeKvBudget kv(64, 4);
+  FakeClock clock;
+  SchedulerConfig c;
+  c.max_num_batched_tokens = 64;
+  BatchScheduler s(c, &kv, &clock);
+  ASSERT_TRUE(s.Add(1, 6, 4).ok());
+  ScheduledStep st = s.Schedule();
+  ASSERT_EQ(st.seqs.size(), 1u);
+  ASSERT_TRUE(s.OnStepDone({{1, true, false}}).ok());  // prefill + first token
+  st = s.Schedule();
+  ASSERT_EQ(st.seqs.size(), 1u);
+  EXPECT_EQ(st.seqs[0].start_pos, 6);
+  StepOutcome lost;
+  lost.request_id = 1;
+  lost.lost_kv = true;
+  auto done = s.OnStepDone({lost});
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_TRUE(done->empty());
+  EXPECT_EQ(kv.NumFreeBlocks(), 64);
+  EXPECT_EQ(s.Info(1)->num_generated, 1);
+  EXPECT_EQ(s.num_preemptions_total(), 1);
+  st = s.Schedule();  // the whole stream again: 6 prompt + 1 generated
+  ASSERT_EQ(st.seqs.size(), 1u);
+  EXPECT_EQ(st.seqs[0].start_pos, 0);
+  EXPECT_EQ(st.seqs[0].num_tokens, 7);
+  EXPECT_TRUE(st.seqs[0].wants_logits);
+  StepOutcome bad = lost;
+  bad.produced_token = true;
+  EXPECT_FALSE(s.OnStepDone({bad}).ok());
+  EXPECT_TRUE(s.OnStepDone({{1, true, false}}).ok());
+  // PreemptRequest between steps does the same.
+  ASSERT_TRUE(s.PreemptRequest(1).ok());
+  EXPECT_TRUE(absl::IsFailedPrecondition(s.PreemptRequest(1)));  // waiting now
+  EXPECT_TRUE(absl::IsNotFound(s.PreemptRequest(9)));
+}
+
 TEST(BatchSchedulerTest, StopReportedByEngineFinishesAndFreesKv) {
   Harness h(Config(8, 64), 100, 4);
   ASSERT_TRUE(h.Add(1, 5, 50).ok());

@@ -21,6 +21,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -248,7 +249,11 @@ class Launcher {
         JoinHostPort(o_.host, ports_.router_grpc).c_str(), o_.decoders, o_.decoders == 1 ? "" : "s",
         o_.attention, o_.attention == 1 ? "" : "s");
     std::fflush(stdout);
-    while (stop_signal_ == 0 && exited_ == nullptr) Poll(-1);
+    supervising_ = o_.restart;
+    while (stop_signal_ == 0 && exited_ == nullptr) {
+      Poll(MsUntilNextRestart());
+      RestartDue();
+    }
     return Finish(stop_signal_ != 0 ? Outcome::kStopped : Outcome::kChildExited);
   }
 
@@ -258,7 +263,38 @@ class Launcher {
     pid_t pid = -1;
     bool running = false;
     int status = 0;
+    Clock::time_point started;
+    std::optional<Clock::time_point> restart_at;  // set while it waits to be started again
+    std::chrono::seconds backoff{1};
+    int restarts = 0;
   };
+
+  int MsUntilNextRestart() const {
+    std::optional<Clock::time_point> next;
+    for (const auto& c : children_) {
+      if (c->restart_at && (!next || *c->restart_at < *next)) next = c->restart_at;
+    }
+    if (!next) return -1;
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(*next - Clock::now());
+    return static_cast<int>(std::clamp<int64_t>(ms.count(), 0, 60000));
+  }
+
+  void RestartDue() {
+    for (auto& c : children_) {
+      if (!c->restart_at || Clock::now() < *c->restart_at || stop_signal_ != 0) continue;
+      c->restart_at.reset();
+      ++c->restarts;
+      if (absl::Status s = Spawn(*c); !s.ok()) {
+        std::fprintf(stderr, "kvasir cluster: cannot restart %s: %s\n", c->spec.name.c_str(),
+                     std::string(s.message()).c_str());
+        c->restart_at = Clock::now() + c->backoff;
+        continue;
+      }
+      std::fprintf(stderr, "kvasir cluster: restarted %s (pid %d, restart %d)\n",
+                   c->spec.name.c_str(), c->pid, c->restarts);
+      std::fflush(stderr);  // it may be a file (buffered), and nothing else may come for long
+    }
+  }
 
   struct Check {
     std::string what;
@@ -329,6 +365,7 @@ class Launcher {
     }
     c.pid = pid;
     c.running = true;
+    c.started = Clock::now();
     SPDLOG_INFO("cluster: started {} (pid {}): {}", c.spec.name, pid,
                 absl::StrJoin(c.spec.argv.begin() + 1, c.spec.argv.end(), " "));
     return absl::OkStatus();
@@ -360,7 +397,16 @@ class Launcher {
         if (!stopping_ && stop_signal_ == 0) {
           std::fprintf(stderr, "kvasir cluster: %s (pid %d) stopped unexpectedly: it %s\n",
                        c->spec.name.c_str(), pid, DescribeStatus(status).c_str());
-          if (exited_ == nullptr) exited_ = c.get();
+          if (supervising_) {
+            // A child that ran a good while gets the short backoff again.
+            if (Clock::now() - c->started > std::chrono::minutes(1)) c->backoff = std::chrono::seconds(1);
+            c->restart_at = Clock::now() + c->backoff;
+            std::fprintf(stderr, "kvasir cluster: restarting %s in %lld s; the rest keeps serving\n",
+                         c->spec.name.c_str(), static_cast<long long>(c->backoff.count()));
+            c->backoff = std::min<std::chrono::seconds>(c->backoff * 2, std::chrono::seconds(30));
+          } else if (exited_ == nullptr) {
+            exited_ = c.get();
+          }
         } else {
           SPDLOG_INFO("cluster: {} (pid {}) {}", c->spec.name, pid, DescribeStatus(status));
         }
@@ -457,7 +503,8 @@ class Launcher {
   int stop_signal_ = 0;   // the first SIGINT/SIGTERM, 0 before
   int stop_signals_ = 0;  // how many arrived
   bool stopping_ = false;
-  Child* exited_ = nullptr;  // the first child that exited on its own
+  bool supervising_ = false;  // ready, and restarting children that exit
+  Child* exited_ = nullptr;  // the first child that exited on its own (not supervising)
 };
 
 }  // namespace
@@ -485,6 +532,8 @@ const std::vector<cli::FlagSpec>& ClusterFlagSpecs() {
        "the secret of the internal gRPC calls (default $KVASIR_CLUSTER_SECRET, else a random "
        "one per launch)"},
       {"ready-timeout", true, "seconds to wait for the whole cluster to be ready (default 120)"},
+      {"no-restart", false,
+       "stop the whole cluster when a child exits (default: restart it with backoff)"},
       {"help", false, "show this help"},
   };
   return *specs;
@@ -511,6 +560,7 @@ absl::StatusOr<ClusterOptions> ClusterOptionsFromArgs(const cli::Args& a) {
   o.port = static_cast<int>(port);
   o.grpc_port = static_cast<int>(grpc_port);
   o.ready_timeout_s = static_cast<int>(ready_timeout);
+  o.restart = !a.Has("no-restart");
   if (o.port != 0 && o.port == o.grpc_port) {
     return absl::InvalidArgumentError("--port and --grpc-port must differ");
   }

@@ -7,8 +7,9 @@
 // prints one "kvasir cluster ready: ..." line on stdout and stays in the foreground. The
 // children share the launcher's stderr (their stdout goes there too) and process group.
 // SIGINT/SIGTERM stop the children in reverse order (decoders, router, attention: SIGTERM, 10 s,
-// SIGKILL) and exit 0; a child that exits on its own stops the others and exits 1; bad flags
-// exit 2. One thread: signals arrive through a signalfd, children are reaped with waitpid.
+// SIGKILL) and exit 0. A child that exits on its own during the start stops the others and
+// exits 1; once the cluster is ready it is restarted with backoff while the others keep serving
+// (--no-restart: stop all, exit 1). Bad flags exit 2. One thread: signals arrive through a signalfd, children are reaped with waitpid.
 #pragma once
 
 #include <cstdint>
@@ -38,6 +39,10 @@ struct ClusterOptions {
   std::vector<std::string> model_flags;
   std::string log_level;               // the launcher's own (and, when given, the children's)
   int ready_timeout_s = 120;           // the whole start, all stages
+  // Once the cluster is ready, a child that exits is started again (same flags and ports)
+  // after a backoff of 1 s, doubling up to 30 s, back to 1 s once it has run for a minute; the
+  // others keep serving meanwhile. false: a child's exit stops the cluster (exit 1).
+  bool restart = true;
   std::string exe = "/proc/self/exe";  // the binary the children run
 };
 

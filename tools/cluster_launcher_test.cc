@@ -350,8 +350,10 @@ TEST_F(ClusterLauncherTest, StartsInOrderAndStopsOnSigterm) {
   for (const auto& [name, pid] : pids) EXPECT_FALSE(Alive(pid)) << name << " still running";
 }
 
-TEST_F(ClusterLauncherTest, ChildDeathStopsTheOthersAndExits1) {
-  Start(/*decoders=*/1, /*attention=*/1);
+TEST_F(ClusterLauncherTest, ChildDeathStopsTheOthersAndExits1WithNoRestart) {
+  ClusterOptions o = Options(/*decoders=*/1, /*attention=*/1);
+  o.restart = false;
+  Start(o);
   ASSERT_TRUE(WaitReady()) << ReadFile(Err());
   std::map<std::string, pid_t> pids = RolePids();
   ASSERT_EQ(pids.size(), 3u);
@@ -367,6 +369,50 @@ TEST_F(ClusterLauncherTest, ChildDeathStopsTheOthersAndExits1) {
   EXPECT_THAT(ReadFile(Err()), HasSubstr("decoder-0 (pid " + std::to_string(victim) +
                                          ") stopped unexpectedly: it was killed by signal 9"));
   for (const auto& [name, pid] : pids) EXPECT_FALSE(Alive(pid)) << name << " still running";
+}
+
+// Once ready, the launcher supervises: a child that dies is started again on its ports while
+// the others keep running, and the cluster still stops cleanly.
+TEST_F(ClusterLauncherTest, ChildDeathIsRestartedWhileTheOthersKeepServing) {
+  Start(/*decoders=*/1, /*attention=*/1);
+  ASSERT_TRUE(WaitReady()) << ReadFile(Err());
+  std::map<std::string, pid_t> pids = RolePids();
+  ASSERT_EQ(pids.size(), 3u);
+  std::string victim_name;
+  for (const auto& [name, pid] : pids) {
+    if (name.rfind("decoder-", 0) == 0) victim_name = name;
+  }
+  ASSERT_FALSE(victim_name.empty());
+  const pid_t victim = pids[victim_name];
+  kill(victim, SIGKILL);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  pid_t replacement = victim;
+  while (std::chrono::steady_clock::now() < deadline) {
+    replacement = RolePids()[victim_name];
+    if (replacement != victim && replacement > 0 && Alive(replacement) &&
+        ReadFile(Err()).find("restarted decoder-0") != std::string::npos) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_NE(replacement, victim) << ReadFile(Err());
+  EXPECT_TRUE(Alive(replacement));
+  EXPECT_FALSE(Exited()) << "the launcher stopped: " << ReadFile(Err());
+  for (const auto& [name, pid] : pids) {
+    if (name != victim_name) {
+      EXPECT_TRUE(Alive(pid)) << name << " was stopped";
+    }
+  }
+  const std::string err = ReadFile(Err());
+  EXPECT_THAT(err, HasSubstr("decoder-0 (pid " + std::to_string(victim) +
+                             ") stopped unexpectedly: it was killed by signal 9"));
+  EXPECT_THAT(err, HasSubstr("restarting decoder-0 in 1 s"));
+  EXPECT_THAT(err, HasSubstr("restarted decoder-0"));
+  kill(pid_, SIGTERM);
+  int status = WaitExit();
+  ASSERT_TRUE(WIFEXITED(status)) << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_FALSE(Alive(replacement));
 }
 
 TEST_F(ClusterLauncherTest, TimeoutNamesTheChildThatNeverBecameReady) {

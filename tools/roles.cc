@@ -140,7 +140,7 @@ absl::StatusOr<transport::GrpcAuth> ClusterAuthFromArgs(const Args& a) {
 // `engine`, until SIGINT/SIGTERM. Prints the HTTP port, then the gRPC port when it serves one.
 int RunFrontEnd(const Args& a, const LocalModel& m, EngineHandle* engine, int grpc_port,
                 std::vector<grpc::Service*> extra, SignalWaiter& signals,
-                const std::function<void()>& before_stop) {
+                const std::function<void()>& before_stop, KvManager* kv_manager = nullptr) {
   KVASIR_ASSIGN_OR_FAIL(port, PortFlag(a, "port", 8000, 0));
   if (!m.tokenizer) return Fail(absl::FailedPreconditionError("the model has no tokenizer"));
   ServiceConfig sc;
@@ -149,6 +149,16 @@ int RunFrontEnd(const Args& a, const LocalModel& m, EngineHandle* engine, int gr
   if (sc.model_name.empty()) sc.model_name = m.weights->config.name;
   auto tc = ReadFileToString((std::filesystem::path(m.model_dir) / "tokenizer_config.json").string());
   sc.chat_format = api::DetectChatFormat(tc.ok() ? *tc : "");
+  if (kv_manager != nullptr) {
+    sc.extra_metrics = [kv_manager, name = sc.model_name] { return kv_manager->RenderMetrics(name); };
+    sc.degraded = [kv_manager]() -> std::string {
+      const int32_t up = kv_manager->num_pools_alive();
+      const int32_t all = static_cast<int32_t>(kv_manager->pool_stats().size());
+      if (up == all) return "";
+      return absl::StrCat(all - up, " of ", all, " attention workers down");
+    };
+    sc.kv_up = [kv_manager] { return kv_manager->num_pools_alive() > 0; };
+  }
   CompletionService service(engine, m.tokenizer.get(), sc);
   api::HttpServerConfig hc;
   hc.host = a.Str("host", "127.0.0.1");
@@ -280,7 +290,8 @@ int ServeMain(int argc, char** argv) {
               total / shards * shards, eo.block_size, shards);
   SignalWaiter signals;
   engine.Start();
-  return RunFrontEnd(a, *m, &engine, grpc_port, {}, signals, [&] { engine.Stop(); });
+  return RunFrontEnd(a, *m, &engine, grpc_port, {}, signals, [&] { engine.Stop(); },
+                     &directory);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -312,12 +323,13 @@ int RouterMain(int argc, char** argv) {
 
   transport::KvDirectoryHost directory(attention, ShapeOf(c), cluster_auth);
   if (absl::Status s = directory.Connect(std::chrono::seconds(timeout)); !s.ok()) return Fail(s);
+  directory.StartMonitor();  // dead and frozen workers, expired decoder leases
   transport::RemoteDecoders remote(decoders, c, std::move(policy),
                                    [&] { return directory.Usage(); }, cluster_auth);
   SignalWaiter signals;
   remote.Start();
   return RunFrontEnd(a, *m, &remote, grpc_port, {directory.service()}, signals,
-                     [&] { remote.Stop(); });
+                     [&] { remote.Stop(); }, directory.manager());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -327,7 +339,10 @@ int DecoderMain(int argc, char** argv) {
                       {"grpc-port", true, "gRPC port (default 0: a free one, printed)"},
                       {"router", true, "the router's gRPC address HOST:PORT (KV directory)"},
                       {"decoder-id", true,
-                       "this decoder's number, unique in the cluster (default 0)"}}});
+                       "this decoder's number, unique in the cluster (default 0)"},
+                      {"attention-timeout-ms", true,
+                       "deadline of one attention step on a worker; a frozen worker's sequences "
+                       "are recomputed elsewhere after it (default 10000)"}}});
   bool help = false;
   KVASIR_ASSIGN_OR_FAIL(a, ParseOrHelp(argc, argv, "decoder", specs, &help));
   if (help) return 0;
@@ -336,6 +351,10 @@ int DecoderMain(int argc, char** argv) {
   KVASIR_ASSIGN_OR_FAIL(grpc_port, PortFlag(a, "grpc-port", 0, 0));
   KVASIR_ASSIGN_OR_FAIL(router, AddressList(a, "router"));
   KVASIR_ASSIGN_OR_FAIL(id, a.Int("decoder-id", 0));
+  KVASIR_ASSIGN_OR_FAIL(attention_timeout_ms, a.Int("attention-timeout-ms", 10000));
+  if (attention_timeout_ms < 100) {
+    return Fail(absl::InvalidArgumentError("--attention-timeout-ms must be >= 100"));
+  }
   if (router.size() != 1) return Fail(absl::InvalidArgumentError("--router takes one address"));
   if (id < 0 || id >= (int64_t{1} << 22)) {
     return Fail(absl::InvalidArgumentError("--decoder-id must be in [0, 4194304)"));
@@ -350,8 +369,10 @@ int DecoderMain(int argc, char** argv) {
   eo.need_tokenizer = false;
   KVASIR_ASSIGN_OR_FAIL(m, CreateLocalModel(eo));
   const ModelConfig& c = m->weights->config;
-  transport::GrpcSegmentDirectory directory(router[0], cluster_auth);
-  transport::GrpcAttentionLinks links(ShapeOf(c), cluster_auth);
+  transport::GrpcSegmentDirectory directory(router[0], cluster_auth, id);
+  directory.Start();  // restart notice, then the lease's heartbeat
+  transport::GrpcAttentionLinks links(ShapeOf(c), cluster_auth,
+                                      std::chrono::milliseconds(attention_timeout_ms));
   DistributedAttention attention(ShapeOf(c), &directory, links.Resolver(), id);
   ModelRunner runner(m->weights.get(), m->backend.get(), &attention);
   Engine engine(&runner, ec);

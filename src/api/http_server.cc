@@ -127,7 +127,10 @@ void HttpServer::Routes() {
   });
   s.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
     if (service_->healthy()) {
-      res.set_content("{\"status\": \"ok\"}", "application/json");
+      const std::string degraded = service_->degraded();
+      res.set_content(degraded.empty() ? std::string("{\"status\": \"ok\"}")
+                                       : HealthJson("degraded", degraded),
+                      "application/json");
     } else {
       res.status = 503;
       res.set_content("{\"status\": \"no decoder worker is reachable\"}", "application/json");

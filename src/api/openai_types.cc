@@ -367,6 +367,10 @@ std::string UsageChunkEvent(Endpoint endpoint, const std::string& id, int64_t cr
                 {"usage", UsageJson(usage)}});
 }
 
+std::string HealthJson(const std::string& status, const std::string& detail) {
+  return Dump({{"status", status}, {"detail", detail}});
+}
+
 std::string ModelsJson(const std::vector<std::string>& model_ids, int64_t created,
                        int32_t max_model_len) {
   json data = json::array();

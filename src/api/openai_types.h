@@ -88,6 +88,9 @@ std::string UsageChunkEvent(Endpoint endpoint, const std::string& id, int64_t cr
                             const std::string& model, const Usage& usage);
 inline constexpr char kDoneEvent[] = "data: [DONE]\n\n";
 
+// GET /health with something to say: {"status": status, "detail": detail}.
+std::string HealthJson(const std::string& status, const std::string& detail);
+
 // GET /v1/models
 std::string ModelsJson(const std::vector<std::string>& model_ids, int64_t created,
                        int32_t max_model_len);

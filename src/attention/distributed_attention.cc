@@ -18,6 +18,11 @@ DistributedAttention::DistributedAttention(AttentionShape shape, SegmentDirector
 absl::Status DistributedAttention::CheckFits(int64_t tokens) const {
   const int64_t max = directory_->MaxTokens();
   if (max == 0) return absl::UnavailableError("no attention worker is reachable");
+  if (tokens > max && tokens <= directory_->MaxTokensAllUp()) {
+    return absl::UnavailableError(absl::StrCat(
+        tokens, " tokens need KV memory of attention workers that are down (", max,
+        " tokens of room while they are)"));
+  }
   if (tokens > max) {
     return absl::InvalidArgumentError(absl::StrCat(
         tokens, " tokens need more KV memory than the attention workers have (", max,

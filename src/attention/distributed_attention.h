@@ -50,8 +50,10 @@ class SegmentDirectory {
   virtual void Free(int64_t seq_key) = 0;
   // Blocks per block_size tokens of a sequence and block_size; {0, 0} when unknown.
   virtual std::pair<int64_t, int32_t> BlockShape() = 0;
-  // Longest sequence the workers could hold when empty; 0 when unknown (unreachable).
+  // Longest sequence the live workers could hold when empty; 0 when unknown (unreachable).
   virtual int64_t MaxTokens() = 0;
+  // The same were every worker up (those down included).
+  virtual int64_t MaxTokensAllUp() { return MaxTokens(); }
   // Last known usage over all workers; never blocks on the network.
   virtual KvUsage Usage() = 0;
 };

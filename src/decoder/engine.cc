@@ -31,8 +31,7 @@ std::optional<RunnerSampling> DeviceSampling(const SamplingParams& p, uint64_t r
 
 Engine::Engine(StepRunner* runner, EngineConfig config)
     : runner_(runner), attention_(runner->kv()), config_(config) {
-  auto budget = std::make_unique<ExecutorBudget>(attention_);
-  budget_ = std::move(budget);
+  budget_ = std::make_unique<ExecutorBudget>(attention_);
   sched::SchedulerConfig sc;
   sc.max_num_seqs = config.max_num_seqs;
   sc.max_num_batched_tokens = config.max_num_batched_tokens;
@@ -75,6 +74,7 @@ absl::Status Engine::Submit(EngineRequest request) {
   }
   const int64_t total = std::min<int64_t>(plen + request.params.max_tokens, c.max_position_embeddings);
   if (absl::Status fits = attention_->CheckFits(total); !fits.ok()) {
+    if (absl::IsUnavailable(fits)) return fits;  // attention workers are down: not for good
     return absl::InvalidArgumentError(absl::StrCat("prompt + max_tokens (", total,
                                                    " tokens) does not fit: ", fits.message(),
                                                    "; lower max_tokens"));
@@ -200,10 +200,24 @@ void Engine::Loop() {
   }
 }
 
+void Engine::LoseKv(int64_t seq_id) {
+  auto it = seqs_.find(seq_id);
+  if (it == seqs_.end() || !scheduler_->Contains(seq_id)) return;
+  if (++it->second->kv_losses > kMaxKvLosses) {
+    (void)scheduler_->Abort(seq_id);
+    Finish(seq_id, "error",
+           absl::UnavailableError(absl::StrCat("the request's KV was lost with attention workers ",
+                                               kMaxKvLosses, " times")));
+    return;
+  }
+  (void)scheduler_->PreemptRequest(seq_id);
+}
+
 void Engine::RunStep() {
   const ModelConfig& c = runner_->config();
+  for (int64_t id : budget_->TakeLost()) LoseKv(id);
   // The shared pool's manager asks for room for an older request on another decoder (or this
-  // one): recompute these later.
+  // one), or a worker holding their KV died: recompute these later.
   for (int64_t id : attention_->TakePreemptions()) {
     if (scheduler_->PreemptRequest(id).ok()) {
       SPDLOG_DEBUG("sequence {} preempted for an older request", id);
@@ -211,7 +225,7 @@ void Engine::RunStep() {
   }
   sched::ScheduledStep step = scheduler_->Schedule();
   // Requests whose KV could not grow for a reason other than "no room now" end with that error.
-  for (auto& [id, status] : static_cast<ExecutorBudget*>(budget_.get())->TakeFailures()) {
+  for (auto& [id, status] : budget_->TakeFailures()) {
     if (!scheduler_->Contains(id)) continue;
     (void)scheduler_->Abort(id);
     std::erase_if(step.seqs, [id = id](const sched::ScheduledSeq& s) { return s.request_id == id; });
@@ -263,9 +277,21 @@ void Engine::RunStep() {
   std::unordered_map<int64_t, EngineEvent> last;  // final token events, sent with the finish
   if (!out.ok()) {
     SPDLOG_ERROR("forward step failed: {}", out.status().ToString());
+    // An attention worker that died or froze loses (or withholds) the KV of the sequences it
+    // held: they are recomputed from their tokens on the workers left, a few times at most.
+    const absl::Status& st = out.status();
+    const bool lost = absl::IsUnavailable(st) || absl::IsDeadlineExceeded(st) || absl::IsAborted(st);
     for (const sched::ScheduledSeq& ss : step.seqs) {
-      outcomes.push_back({ss.request_id, false, true});
-      seqs_.at(ss.request_id)->stop_reason = "error";
+      Seq& s = *seqs_.at(ss.request_id);
+      if (lost && ++s.kv_losses <= kMaxKvLosses) {
+        sched::StepOutcome o;
+        o.request_id = ss.request_id;
+        o.lost_kv = true;
+        outcomes.push_back(o);
+      } else {
+        outcomes.push_back({ss.request_id, false, true});
+        s.stop_reason = "error";
+      }
     }
   } else {
     for (size_t b = 0; b < step.seqs.size(); ++b) {

@@ -27,6 +27,7 @@
 #include "common/status.h"
 #include "model/model_runner.h"
 #include "model/sampling/sampler.h"
+#include "decoder/executor_budget.h"
 #include "scheduler/batch_scheduler.h"
 
 namespace kvasir {
@@ -116,7 +117,12 @@ class Engine : public EngineHandle {
     std::vector<int32_t> stream;  // prompt + generated tokens
     int32_t max_new = 0;          // max_tokens capped by the context
     std::string stop_reason;      // set when a token ends the request
+    int32_t kv_losses = 0;        // times its KV was lost with an attention worker
   };
+  // Its KV was lost (an attention worker died): recompute it, or end it with an error once it
+  // has happened kMaxKvLosses times.
+  void LoseKv(int64_t seq_id);
+  static constexpr int32_t kMaxKvLosses = 3;
   void Loop();
   void RunStep();
   // Reports the final event (`last`, if given, carries the final token) and forgets the
@@ -137,7 +143,7 @@ class Engine : public EngineHandle {
   std::thread thread_;
 
   // Engine-thread state.
-  std::unique_ptr<sched::KvBudget> budget_;
+  std::unique_ptr<ExecutorBudget> budget_;
   sched::SystemClock clock_;
   std::unique_ptr<sched::BatchScheduler> scheduler_;
   std::unordered_map<int64_t, std::unique_ptr<Seq>> seqs_;  // by seq_id

@@ -4,6 +4,8 @@
 
 #include <cstdint>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "model/attention_executor.h"
 #include "scheduler/kv_budget.h"
@@ -24,8 +26,12 @@ class ExecutorBudget : public sched::KvBudget {
   int64_t NumTotalBlocks() const override { return a_->Usage().blocks_total; }
   absl::Status Allocate(int64_t seq_id, int32_t n) override {
     absl::Status s = a_->Grow(seq_id, n);
-    // "No room now" is the scheduler's business; anything else (a dead attention worker) ends
-    // the request.
+    if (absl::IsAborted(s)) {
+      // Its KV was lost with an attention worker: not this step; the engine recomputes it.
+      lost_.push_back(seq_id);
+      return absl::ResourceExhaustedError(s.message());
+    }
+    // "No room now" is the scheduler's business; anything else ends the request.
     if (!s.ok() && !absl::IsResourceExhausted(s)) failed_.emplace(seq_id, s);
     return s;
   }
@@ -33,10 +39,13 @@ class ExecutorBudget : public sched::KvBudget {
   bool shared() const override { return a_->shared(); }
   // Sequences whose growth failed for a reason other than "no room now", since the last call.
   std::unordered_map<int64_t, absl::Status> TakeFailures() { return std::move(failed_); }
+  // Sequences whose KV was lost (Grow said Aborted), since the last call.
+  std::vector<int64_t> TakeLost() { return std::exchange(lost_, {}); }
 
  private:
   KvCapacity* a_;
   std::unordered_map<int64_t, absl::Status> failed_;
+  std::vector<int64_t> lost_;
 };
 
 }  // namespace kvasir

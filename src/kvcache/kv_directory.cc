@@ -15,6 +15,32 @@ int32_t KvDirectory::AddWorker(std::string name, int64_t num_blocks) {
 
 void KvDirectory::SetAlive(int32_t worker, bool alive) { workers_[worker].alive = alive; }
 
+std::vector<int64_t> KvDirectory::DropWorker(int32_t worker) {
+  std::vector<int64_t> keys;
+  for (auto& [key, segs] : seqs_) {
+    const size_t before = segs.size();
+    std::erase_if(segs, [&](const PlannedSegment& s) { return s.worker == worker; });
+    if (segs.size() != before) keys.push_back(key);
+  }
+  Worker& w = workers_[worker];
+  w.alive = false;
+  w.free_blocks = w.num_blocks;
+  return keys;
+}
+
+void KvDirectory::ResetWorker(int32_t worker, int64_t num_blocks, int64_t free_blocks) {
+  int64_t listed = 0;
+  for (const auto& [key, segs] : seqs_) {
+    for (const PlannedSegment& s : segs) {
+      if (s.worker == worker) listed += BlocksFor(s.capacity);
+    }
+  }
+  Worker& w = workers_[worker];
+  w.num_blocks = num_blocks;
+  w.free_blocks = std::max<int64_t>(0, free_blocks - listed);
+  w.alive = true;
+}
+
 int64_t KvDirectory::BlocksFor(int64_t tokens) const {
   return blocks_per_token_block_ * ((tokens + block_size_ - 1) / block_size_);
 }
@@ -31,15 +57,21 @@ int64_t KvDirectory::MaxTokens() const {
   return t;
 }
 
+int64_t KvDirectory::MaxTokensAllUp() const {
+  int64_t t = 0;
+  for (const Worker& w : workers_) t += TokensFitting(w.num_blocks);
+  return t;
+}
+
 int64_t KvDirectory::total_blocks() const {
   int64_t t = 0;
-  for (const Worker& w : workers_) t += w.num_blocks;
+  for (const Worker& w : workers_) t += w.alive ? w.num_blocks : 0;
   return t;
 }
 
 int64_t KvDirectory::used_blocks() const {
   int64_t t = 0;
-  for (const Worker& w : workers_) t += w.num_blocks - w.free_blocks;
+  for (const Worker& w : workers_) t += w.alive ? w.num_blocks - w.free_blocks : 0;
   return t;
 }
 
@@ -51,6 +83,11 @@ absl::StatusOr<std::vector<PlannedSegment>> KvDirectory::Allocate(int64_t seq_ke
     return absl::AlreadyExistsError(absl::StrCat("sequence ", seq_key, " is already placed"));
   }
   if (tokens > MaxTokens()) {
+    if (tokens <= MaxTokensAllUp()) {
+      return absl::UnavailableError(absl::StrCat(
+          tokens, " tokens need the attention workers that are down (", MaxTokens(),
+          " tokens of room while they are)"));
+    }
     return absl::InvalidArgumentError(absl::StrCat(tokens, " tokens exceed the ", MaxTokens(),
                                                    " the attention workers can hold"));
   }
@@ -94,6 +131,10 @@ absl::StatusOr<PlannedSegment> KvDirectory::Extend(int64_t seq_key, int64_t toke
   if (tokens <= 0) return absl::InvalidArgumentError("extend by at least one token");
   tokens = (tokens + block_size_ - 1) / block_size_ * block_size_;
   std::vector<PlannedSegment>& segs = it->second;
+  if (segs.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("sequence ", seq_key, " lost all its segments with their workers"));
+  }
   PlannedSegment& tail = segs.back();
   Worker& tw = workers_[tail.worker];
   if (tw.alive && TokensFitting(tw.free_blocks) >= tokens) {
@@ -123,7 +164,7 @@ absl::StatusOr<PlannedSegment> KvDirectory::Extend(int64_t seq_key, int64_t toke
 
 void KvDirectory::UndoExtend(int64_t seq_key, int64_t tokens, bool grew_tail) {
   auto it = seqs_.find(seq_key);
-  if (it == seqs_.end()) return;
+  if (it == seqs_.end() || it->second.empty()) return;
   tokens = (tokens + block_size_ - 1) / block_size_ * block_size_;
   PlannedSegment& tail = it->second.back();
   workers_[tail.worker].free_blocks += BlocksFor(tokens);

@@ -33,6 +33,13 @@ class KvDirectory {
   int32_t AddWorker(std::string name, int64_t num_blocks);
   // A dead worker gets no new segments (its existing ones stay listed until freed).
   void SetAlive(int32_t worker, bool alive);
+  // The worker is gone with its KV: forgets every segment it held (the sequences keep their
+  // other segments, to be freed by their owners) and marks it dead. Returns the keys that lost
+  // a segment.
+  std::vector<int64_t> DropWorker(int32_t worker);
+  // The worker is back (restarted, or its old segments freed): alive, with this pool size and
+  // free blocks less those of segments still listed there.
+  void ResetWorker(int32_t worker, int64_t num_blocks, int64_t free_blocks);
 
   absl::StatusOr<std::vector<PlannedSegment>> Allocate(int64_t seq_key, int64_t tokens);
   // Forgets the sequence and returns its segments (empty if unknown).
@@ -47,14 +54,17 @@ class KvDirectory {
   bool alive(int32_t w) const { return workers_[w].alive; }
   const std::vector<PlannedSegment>* Find(int64_t seq_key) const;
 
-  // Longest sequence an empty directory could place (tokens).
+  // Longest sequence an empty directory could place (tokens). Totals count live workers only.
   int64_t MaxTokens() const;
+  // The same with every worker up, dead ones included.
+  int64_t MaxTokensAllUp() const;
   int64_t BlocksFor(int64_t tokens) const;
   int64_t total_blocks() const;
   int64_t used_blocks() const;
   int64_t num_sequences() const { return static_cast<int64_t>(seqs_.size()); }
   const std::string& worker_name(int32_t w) const { return workers_[w].name; }
   int64_t worker_free_blocks(int32_t w) const { return workers_[w].free_blocks; }
+  int64_t worker_num_blocks(int32_t w) const { return workers_[w].num_blocks; }
   int32_t num_workers() const { return static_cast<int32_t>(workers_.size()); }
 
  private:

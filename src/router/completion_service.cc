@@ -87,7 +87,8 @@ bool CompletionStream::Next(StreamDelta* out, std::chrono::milliseconds timeout)
       out->finish_reason = ev.finish_reason;
       if (ev.finish_reason == "error") {
         ApiError e;
-        if (absl::IsUnavailable(ev.error)) {  // a worker died or is unreachable
+        if (absl::IsUnavailable(ev.error) || absl::IsDeadlineExceeded(ev.error) ||
+            absl::IsAborted(ev.error)) {  // a worker died, froze or is unreachable
           e.http_status = 503;
           e.type = "service_unavailable";
         } else {
@@ -232,7 +233,9 @@ std::variant<std::shared_ptr<CompletionStream>, ApiError> CompletionService::Sta
 
 std::string CompletionService::RenderMetrics() {
   EngineStats s = engine_->stats();
-  return metrics_.Render(config_.model_name, {s.running, s.waiting, s.kv_blocks_total, s.kv_blocks_used, s.preemptions});
+  std::string out = metrics_.Render(config_.model_name, {s.running, s.waiting, s.kv_blocks_total, s.kv_blocks_used, s.preemptions});
+  if (config_.extra_metrics) out += config_.extra_metrics();
+  return out;
 }
 
 }  // namespace kvasir

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -67,6 +68,13 @@ class CompletionStream {
 struct ServiceConfig {
   std::string model_name;
   api::ChatFormat chat_format = api::ChatFormat::kPlain;
+  // More Prometheus text for /metrics (the KV manager's), appended as is.
+  std::function<std::string()> extra_metrics;
+  // Capacity lost but still serving ("1 of 2 attention workers down"); "" when whole. Empty
+  // function: always whole.
+  std::function<std::string()> degraded;
+  // False while no KV pool (attention worker) is up: /health answers 503. Empty: always up.
+  std::function<bool()> kv_up;
 };
 
 class CompletionService {
@@ -77,9 +85,11 @@ class CompletionService {
       const api::CompletionRequest& request);
 
   const std::string& model_name() const { return config_.model_name; }
+  // What /health says beyond serving or not: "" when nothing is lost.
+  std::string degraded() const { return config_.degraded ? config_.degraded() : std::string(); }
   int32_t max_model_len() const { return engine_->model_config().max_position_embeddings; }
   RouterMetrics& metrics() { return metrics_; }
-  bool healthy() const { return engine_->healthy(); }
+  bool healthy() const { return engine_->healthy() && (!config_.kv_up || config_.kv_up()); }
   std::string RenderMetrics();
 
  private:

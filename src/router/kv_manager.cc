@@ -19,11 +19,89 @@ void KvManager::AddPool(std::string name, int64_t num_blocks, KvPoolClient* pool
   pools_.push_back({std::move(name), pool});
 }
 
-void KvManager::SetPoolAlive(const std::string& name, bool alive) {
-  absl::MutexLock lock(&mu_);
+int32_t KvManager::PoolIndex(const std::string& name) const {
   for (size_t i = 0; i < pools_.size(); ++i) {
-    if (pools_[i].name == name) directory_.SetAlive(static_cast<int32_t>(i), alive);
+    if (pools_[i].name == name) return static_cast<int32_t>(i);
   }
+  return -1;
+}
+
+void KvManager::DropPool(int32_t pool) {
+  if (!directory_.alive(pool)) return;
+  std::vector<int64_t> keys = directory_.DropWorker(pool);
+  ++stats_.pools_down_total;
+  stats_.sequences_lost_total += static_cast<int64_t>(keys.size());
+  for (int64_t key : keys) {
+    lost_.insert(key);
+    orders_[key] = Order{};  // its decoder recomputes it elsewhere
+    pending_.erase(key);
+  }
+  for (auto& [key, p] : pending_) {
+    if (p.target == pool) p.target = -1;
+  }
+  std::vector<int64_t>& dropped = dropped_[pool];
+  dropped.insert(dropped.end(), keys.begin(), keys.end());
+  SPDLOG_ERROR("attention worker {} is down: {} sequence(s) lost KV there and will be recomputed",
+               pools_[pool].name, keys.size());
+}
+
+void KvManager::PoolDown(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  if (const int32_t w = PoolIndex(name); w >= 0) DropPool(w);
+}
+
+std::vector<int64_t> KvManager::TakeDroppedKeys(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  const int32_t w = PoolIndex(name);
+  if (w < 0) return {};
+  return std::exchange(dropped_[w], {});
+}
+
+void KvManager::PoolUp(const std::string& name, int64_t num_blocks, int64_t free_blocks) {
+  absl::MutexLock lock(&mu_);
+  const int32_t w = PoolIndex(name);
+  if (w < 0 || directory_.alive(w)) return;
+  directory_.ResetWorker(w, num_blocks, free_blocks);
+  SPDLOG_WARN("attention worker {} is back: {} of {} blocks free", name,
+              directory_.worker_free_blocks(w), num_blocks);
+}
+
+bool KvManager::pool_alive(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  const int32_t w = PoolIndex(name);
+  return w >= 0 && directory_.alive(w);
+}
+
+void KvManager::Touch(int64_t key_prefix) {
+  if (key_prefix >= 0) contact_[key_prefix] = clock_->Now();
+}
+
+std::vector<int64_t> KvManager::ExpiredDecoders(absl::Duration lease) {
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = clock_->Now();
+  std::vector<int64_t> out;
+  for (const auto& [prefix, at] : contact_) {
+    if (now - at > lease) out.push_back(prefix);
+  }
+  return out;
+}
+
+int64_t KvManager::FreeDecoder(int64_t key_prefix) {
+  std::vector<int64_t> keys;
+  {
+    absl::MutexLock lock(&mu_);
+    contact_.erase(key_prefix);
+    for (const auto& [key, prio] : priority_) {
+      if ((key >> kSeqKeyBits) == key_prefix) keys.push_back(key);
+    }
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      it = (it->first >> kSeqKeyBits) == key_prefix ? pending_.erase(it) : std::next(it);
+    }
+    ++stats_.decoders_expired_total;
+    stats_.sequences_reclaimed_total += static_cast<int64_t>(keys.size());
+  }
+  for (int64_t key : keys) Free(key);
+  return static_cast<int64_t>(keys.size());
 }
 
 absl::Status KvManager::PoolError(const absl::Status& s) {
@@ -34,9 +112,9 @@ absl::Status KvManager::PoolError(const absl::Status& s) {
 
 void KvManager::NoteFailure(int32_t pool, const absl::Status& s) {
   if (absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s)) {
-    directory_.SetAlive(pool, false);
-    SPDLOG_ERROR("attention worker {} is unreachable ({}); no new segments go there",
-                 pools_[pool].name, std::string(s.message()));
+    SPDLOG_ERROR("attention worker {} is unreachable: {}", pools_[pool].name,
+                 std::string(s.message()));
+    DropPool(pool);
   }
 }
 
@@ -70,6 +148,7 @@ KvManager::Held KvManager::Reserved(int64_t seq_key, int64_t priority, bool admi
 bool KvManager::Respects(const Held& h) const {
   int64_t free = 0, reserved = h.admissions;
   for (size_t w = 0; w < pools_.size(); ++w) {
+    if (!directory_.alive(static_cast<int32_t>(w))) continue;
     const int64_t f = directory_.worker_free_blocks(static_cast<int32_t>(w));
     if (f < h.per_pool[w]) return false;
     free += f;
@@ -166,6 +245,7 @@ void KvManager::Forget(int64_t seq_key) {
   }
   pending_.erase(seq_key);
   orders_.erase(seq_key);
+  lost_.erase(seq_key);
 }
 
 absl::StatusOr<std::vector<SegmentPlacement>> KvManager::Allocate(int64_t seq_key, int64_t tokens,
@@ -176,6 +256,7 @@ absl::StatusOr<std::vector<SegmentPlacement>> KvManager::Allocate(int64_t seq_ke
   {
     absl::MutexLock lock(&mu_);
     Expire();
+    Touch(seq_key >> kSeqKeyBits);
     if (tokens <= 0) return absl::InvalidArgumentError("a sequence needs at least one token");
     const Pending want{priority, directory_.BlocksFor(tokens), /*growth=*/false, -1, {}};
     const Held held = Reserved(seq_key, priority, /*admission=*/true);
@@ -212,8 +293,12 @@ absl::StatusOr<std::vector<SegmentPlacement>> KvManager::Allocate(int64_t seq_ke
   NoteFailure(pool_of[done], st);
   directory_.Free(seq_key);
   Forget(seq_key);
-  return PoolError(absl::Status(st.code(), absl::StrCat("attention worker ", plan[done].worker,
-                                                        ": ", st.message())));
+  const std::string what = absl::StrCat("attention worker ", plan[done].worker, ": ", st.message());
+  if (!directory_.alive(pool_of[done]) && directory_.MaxTokens() > 0) {
+    // That worker is down; the others may take it on the next try.
+    return absl::ResourceExhaustedError(what);
+  }
+  return PoolError(absl::Status(st.code(), what));
 }
 
 absl::StatusOr<std::vector<SegmentPlacement>> KvManager::Extend(int64_t seq_key, int64_t tokens,
@@ -225,8 +310,13 @@ absl::StatusOr<std::vector<SegmentPlacement>> KvManager::Extend(int64_t seq_key,
   {
     absl::MutexLock lock(&mu_);
     Expire();
+    Touch(seq_key >> kSeqKeyBits);
     if (directory_.Find(seq_key) == nullptr) {
       return absl::NotFoundError(absl::StrCat("sequence ", seq_key, " is not placed"));
+    }
+    if (lost_.count(seq_key)) {
+      return absl::AbortedError(absl::StrCat(
+          "sequence ", seq_key, " lost KV with a dead attention worker: recompute it"));
     }
     if (tokens <= 0) return absl::InvalidArgumentError("extend by at least one token");
     const Pending want{priority, directory_.BlocksFor(tokens), /*growth=*/true, -1, {}};
@@ -253,8 +343,13 @@ absl::StatusOr<std::vector<SegmentPlacement>> KvManager::Extend(int64_t seq_key,
                                : client->AllocateSegment(seq_key, tail.base, tail.capacity);
   absl::MutexLock lock(&mu_);
   if (!st.ok()) {
-    directory_.UndoExtend(seq_key, tokens, grew);
     NoteFailure(tail.worker, st);
+    // A pool that went down took the new segment (or the grown tail) with it.
+    if (directory_.alive(tail.worker)) directory_.UndoExtend(seq_key, tokens, grew);
+    if (lost_.count(seq_key)) {
+      return absl::AbortedError(absl::StrCat("sequence ", seq_key, " lost KV with attention worker ",
+                                             pool_name, ": recompute it"));
+    }
     return PoolError(
         absl::Status(st.code(), absl::StrCat("attention worker ", pool_name, ": ", st.message())));
   }
@@ -265,12 +360,14 @@ void KvManager::Free(int64_t seq_key) {
   std::vector<std::pair<KvPoolClient*, std::string>> holders;
   {
     absl::MutexLock lock(&mu_);
+    Touch(seq_key >> kSeqKeyBits);
     const auto* segs = directory_.Find(seq_key);
     if (segs == nullptr) {
       Forget(seq_key);
       return;
     }
     for (const PlannedSegment& s : *segs) {
+      if (!directory_.alive(s.worker)) continue;  // freed when it comes back (TakeDroppedKeys)
       holders.emplace_back(pools_[s.worker].client, pools_[s.worker].name);
     }
   }
@@ -288,6 +385,7 @@ void KvManager::Free(int64_t seq_key) {
 std::vector<int64_t> KvManager::TakePreemptions(int64_t key_prefix) {
   absl::MutexLock lock(&mu_);
   Expire();
+  Touch(key_prefix);
   std::vector<int64_t> out;
   const absl::Time now = clock_->Now();
   for (auto& [key, order] : orders_) {
@@ -309,6 +407,11 @@ int64_t KvManager::MaxTokens() {
   return directory_.MaxTokens();
 }
 
+int64_t KvManager::MaxTokensAllUp() {
+  absl::MutexLock lock(&mu_);
+  return directory_.MaxTokensAllUp();
+}
+
 KvUsage KvManager::Usage() {
   absl::MutexLock lock(&mu_);
   return {directory_.total_blocks(), directory_.used_blocks()};
@@ -324,6 +427,61 @@ int32_t KvManager::num_pools_alive() {
   int32_t n = 0;
   for (int32_t w = 0; w < directory_.num_workers(); ++w) n += directory_.alive(w) ? 1 : 0;
   return n;
+}
+
+std::vector<KvManager::PoolStats> KvManager::pool_stats() {
+  absl::MutexLock lock(&mu_);
+  std::vector<PoolStats> out;
+  for (size_t i = 0; i < pools_.size(); ++i) {
+    const int32_t w = static_cast<int32_t>(i);
+    out.push_back({pools_[i].name, directory_.alive(w), directory_.worker_num_blocks(w),
+                   directory_.alive(w) ? directory_.worker_free_blocks(w) : 0});
+  }
+  return out;
+}
+
+std::string KvManager::RenderMetrics(const std::string& model) {
+  const KvManagerStats s = stats();
+  const std::string m = absl::StrCat("model_name=\"", model, "\"");
+  std::string out;
+  auto line = [&](const char* name, const char* type, const char* help, int64_t v) {
+    absl::StrAppend(&out, "# HELP kvasir:", name, " ", help, "\n# TYPE kvasir:", name, " ", type,
+                    "\nkvasir:", name, "{", m, "} ", v, "\n");
+  };
+  line("kv_pending_growths", "gauge", "Running sequences waiting for KV blocks to grow.",
+       s.pending_growths);
+  line("kv_pending_admissions", "gauge", "Requests waiting for KV blocks to start.",
+       s.pending_admissions);
+  line("kv_preemptions_ordered_total", "counter",
+       "Sequences preempted, on any decoder, so that an older request could grow.",
+       s.preemptions_ordered_total);
+  line("kv_refusals_total", "counter", "KV allocations answered 'not now'.", s.refusals_total);
+  line("kv_sequences_lost_total", "counter",
+       "Sequences whose KV was lost with an attention worker (recomputed).",
+       s.sequences_lost_total);
+  line("kv_pools_down_total", "counter", "Times an attention worker was declared down.",
+       s.pools_down_total);
+  line("kv_decoders_expired_total", "counter",
+       "Decoders whose lease expired or that restarted (their KV freed).",
+       s.decoders_expired_total);
+  line("kv_sequences_reclaimed_total", "counter",
+       "Sequences freed for a dead or restarted decoder.", s.sequences_reclaimed_total);
+  out += "# HELP kvasir:kv_pool_blocks KV blocks of each attention worker's pool.\n"
+         "# TYPE kvasir:kv_pool_blocks gauge\n";
+  const std::vector<PoolStats> pools = pool_stats();
+  for (const PoolStats& p : pools) {
+    absl::StrAppend(&out, "kvasir:kv_pool_blocks{", m, ",pool=\"", p.name, "\",state=\"total\"} ",
+                    p.blocks_total, "\n");
+    absl::StrAppend(&out, "kvasir:kv_pool_blocks{", m, ",pool=\"", p.name, "\",state=\"free\"} ",
+                    p.blocks_free, "\n");
+  }
+  out += "# HELP kvasir:kv_pool_up 1 while the attention worker answers.\n"
+         "# TYPE kvasir:kv_pool_up gauge\n";
+  for (const PoolStats& p : pools) {
+    absl::StrAppend(&out, "kvasir:kv_pool_up{", m, ",pool=\"", p.name, "\"} ", p.alive ? 1 : 0,
+                    "\n");
+  }
+  return out;
 }
 
 KvManagerStats KvManager::stats() {

@@ -90,6 +90,10 @@ struct KvManagerStats {
   int64_t pending_admissions = 0;
   int64_t preemptions_ordered_total = 0;  // victims chosen for another sequence's growth
   int64_t refusals_total = 0;             // Allocate/Extend answered "not now"
+  int64_t sequences_lost_total = 0;       // had a segment on a pool that went down
+  int64_t pools_down_total = 0;
+  int64_t decoders_expired_total = 0;     // leases expired or restarts: their blocks freed
+  int64_t sequences_reclaimed_total = 0;  // freed for a dead or restarted decoder
 };
 
 class KvManager : public SegmentDirectory {
@@ -102,7 +106,23 @@ class KvManager : public SegmentDirectory {
 
   // Registers a pool (not owned) named `name`: the address its data plane is reached at.
   void AddPool(std::string name, int64_t num_blocks, KvPoolClient* pool);
-  void SetPoolAlive(const std::string& name, bool alive);
+
+  // ---- Faults.
+  // The pool is gone (dead or frozen) with its KV: every sequence that had a segment there is
+  // lost — it is ordered to be preempted (its decoder recomputes it on the pools left), and
+  // Extend answers Aborted for it until it is freed. No new segments go there.
+  void PoolDown(const std::string& name);
+  // Keys whose segments the pool may still hold from before it went down (a frozen worker that
+  // resumes does): free them there before PoolUp. Each key is returned once.
+  std::vector<int64_t> TakeDroppedKeys(const std::string& name);
+  // The pool answers again, with this size and free blocks: new segments may go there.
+  void PoolUp(const std::string& name, int64_t num_blocks, int64_t free_blocks);
+  bool pool_alive(const std::string& name);
+  // Decoders (key prefixes) that have not called for longer than `lease`: dead or cut off.
+  std::vector<int64_t> ExpiredDecoders(absl::Duration lease);
+  // Frees every sequence of decoder `key_prefix` (its lease expired, or it restarted) and
+  // forgets the decoder until it calls again. Returns how many were freed.
+  int64_t FreeDecoder(int64_t key_prefix);
 
   // SegmentDirectory.
   absl::StatusOr<std::vector<SegmentPlacement>> Allocate(int64_t seq_key, int64_t tokens,
@@ -112,12 +132,22 @@ class KvManager : public SegmentDirectory {
   void Free(int64_t seq_key) override;
   std::pair<int64_t, int32_t> BlockShape() override;
   int64_t MaxTokens() override;
+  int64_t MaxTokensAllUp() override;
   KvUsage Usage() override;
   std::vector<int64_t> TakePreemptions(int64_t key_prefix) override;
 
   int64_t num_sequences();
   int32_t num_pools_alive();
   KvManagerStats stats();
+  struct PoolStats {
+    std::string name;
+    bool alive = false;
+    int64_t blocks_total = 0;
+    int64_t blocks_free = 0;
+  };
+  std::vector<PoolStats> pool_stats();
+  // Prometheus text: per-pool blocks and liveness, pending requests, orders, faults.
+  std::string RenderMetrics(const std::string& model);
 
  private:
   struct Pending {
@@ -155,6 +185,9 @@ class KvManager : public SegmentDirectory {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Forget(int64_t seq_key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void NoteFailure(int32_t pool, const absl::Status& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DropPool(int32_t pool) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int32_t PoolIndex(const std::string& name) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Touch(int64_t key_prefix) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static absl::Status PoolError(const absl::Status& s);
 
   sched::Clock* const clock_;
@@ -166,6 +199,9 @@ class KvManager : public SegmentDirectory {
   std::set<std::pair<int64_t, int64_t>> by_priority_ ABSL_GUARDED_BY(mu_);  // (priority, key)
   std::unordered_map<int64_t, Pending> pending_ ABSL_GUARDED_BY(mu_);
   std::unordered_map<int64_t, Order> orders_ ABSL_GUARDED_BY(mu_);  // victims still placed
+  std::set<int64_t> lost_ ABSL_GUARDED_BY(mu_);  // lost a segment with its pool
+  std::unordered_map<int32_t, std::vector<int64_t>> dropped_ ABSL_GUARDED_BY(mu_);  // by pool
+  std::unordered_map<int64_t, absl::Time> contact_ ABSL_GUARDED_BY(mu_);  // by decoder
   KvManagerStats stats_ ABSL_GUARDED_BY(mu_);
 };
 

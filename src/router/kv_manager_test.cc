@@ -126,6 +126,71 @@ TEST_F(KvManagerRulesTest, OlderRequestsAreNeverVictimsAndPendingEntriesExpire) 
   EXPECT_EQ(m().stats().pending_growths, 0);
 }
 
+// A pool that goes down takes its segments: the sequences are ordered to be recomputed, their
+// growth says Aborted, the other pools' blocks come back when they are freed; the pool rejoins.
+TEST(KvManagerFaultsTest, DownPoolLosesItsSequencesAndRejoins) {
+  sched::FakeClock clock;
+  CpuBackend backend(1);
+  const AttentionShape shape{2, 1, 4, 1};
+  AttentionShard a(shape, 4, 8, &backend), b(shape, 4, 8, &backend);
+  LocalPools pools({"a", "b"}, {&a, &b}, &clock);
+  KvManager& m = *pools.manager();
+  auto spans = m.Allocate(Key(1, 1), 48, 1);  // 12 blocks: 8 on one pool, 4 on the other
+  ASSERT_TRUE(spans.ok()) << spans.status();
+  ASSERT_EQ(spans->size(), 2u);
+  ASSERT_TRUE(m.Allocate(Key(2, 1), 8, 2).ok());  // 2 blocks, on the pool with room
+  const std::string first = (*spans)[0].worker, second = (*spans)[1].worker;
+  EXPECT_EQ(m.MaxTokens(), 64);
+  m.PoolDown(second);
+  EXPECT_FALSE(m.pool_alive(second));
+  EXPECT_EQ(m.MaxTokens(), 32);
+  EXPECT_EQ(m.MaxTokensAllUp(), 64);
+  // Both sequences had blocks on it: both are to be recomputed.
+  EXPECT_EQ(m.TakePreemptions(1), std::vector<int64_t>{Key(1, 1)});
+  EXPECT_EQ(m.TakePreemptions(2), std::vector<int64_t>{Key(2, 1)});
+  EXPECT_TRUE(absl::IsAborted(m.Extend(Key(1, 1), 4, 1).status()));
+  // Too big for what is left, not for the cluster: unavailable, not invalid.
+  EXPECT_TRUE(absl::IsUnavailable(m.Allocate(Key(3, 1), 40, 3).status()));
+  EXPECT_EQ(m.stats().sequences_lost_total, 2);
+  m.Free(Key(1, 1));
+  m.Free(Key(2, 1));
+  EXPECT_EQ(m.Usage().blocks_used, 0);
+  EXPECT_EQ(m.num_sequences(), 0);
+  EXPECT_EQ((first == "a" ? a : b).Info().free_blocks, 8);
+  // It comes back still holding its old segments (it was frozen): they are freed first.
+  std::vector<int64_t> stale = m.TakeDroppedKeys(second);
+  EXPECT_EQ(stale.size(), 2u);
+  AttentionShard& s = second == "a" ? a : b;
+  for (int64_t k : stale) s.FreeSegment(k);
+  m.PoolUp(second, s.Info().num_blocks, s.Info().free_blocks);
+  EXPECT_TRUE(m.pool_alive(second));
+  EXPECT_EQ(m.MaxTokens(), 64);
+  EXPECT_TRUE(m.Allocate(Key(3, 1), 40, 3).ok());
+  m.Free(Key(3, 1));
+  EXPECT_EQ(a.Info().free_blocks + b.Info().free_blocks, 16);
+}
+
+// A decoder that stops calling (killed) loses its lease: its blocks return to the pools.
+TEST(KvManagerFaultsTest, ExpiredDecoderLeasesFreeTheirBlocks) {
+  sched::FakeClock clock;
+  CpuBackend backend(1);
+  AttentionShard a(AttentionShape{2, 1, 4, 1}, 4, 16, &backend);
+  LocalPools pools({"a"}, {&a}, &clock);
+  KvManager& m = *pools.manager();
+  ASSERT_TRUE(m.Allocate(Key(1, 1), 8, 1).ok());
+  ASSERT_TRUE(m.Allocate(Key(1, 2), 8, 2).ok());
+  ASSERT_TRUE(m.Allocate(Key(2, 1), 8, 3).ok());
+  clock.Advance(absl::Seconds(6));
+  (void)m.TakePreemptions(2);  // decoder 2's poll renews its lease; decoder 1 is silent
+  clock.Advance(absl::Seconds(6));
+  EXPECT_EQ(m.ExpiredDecoders(absl::Seconds(10)), std::vector<int64_t>{1});
+  EXPECT_EQ(m.FreeDecoder(1), 2);
+  EXPECT_TRUE(m.ExpiredDecoders(absl::Seconds(10)).empty());  // forgotten until it calls
+  EXPECT_EQ(m.num_sequences(), 1);
+  EXPECT_EQ(a.Info().free_blocks, 14);
+  EXPECT_EQ(m.stats().sequences_reclaimed_total, 2);
+}
+
 // ---- Several decoders over shared tiny pools: every request finishes.
 struct SimDecoder {
   SimDecoder(int64_t id, KvManager* m, LinkResolver links, AttentionShape shape,

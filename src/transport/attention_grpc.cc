@@ -130,7 +130,8 @@ std::vector<grpc::Service*> AttentionGrpcServices::services() {
 
 class GrpcAttentionLinks::Link : public AttentionLink {
  public:
-  Link(const std::string& address, const GrpcAuth& auth) : address_(address) {
+  Link(const std::string& address, const GrpcAuth& auth, std::chrono::milliseconds timeout)
+      : address_(address), timeout_(timeout) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(1 << 30);
     args.SetMaxSendMessageSize(1 << 30);
@@ -145,7 +146,7 @@ class GrpcAttentionLinks::Link : public AttentionLink {
       v1::AttentionStepReply reply;
     };
     auto* call = new Call;
-    call->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    call->ctx.set_deadline(std::chrono::system_clock::now() + timeout_);
     call->req.set_layer(layer);
     int64_t qw = 0, kvw = 0, heads = 0;
     for (const ShardItem& it : items) {
@@ -190,12 +191,14 @@ class GrpcAttentionLinks::Link : public AttentionLink {
 
  private:
   std::string address_;
+  const std::chrono::milliseconds timeout_;
   std::unique_ptr<v1::AttentionData::Stub> stub_;
   int64_t q_width_ = 0, kv_width_ = 0, num_heads_ = 0;
 };
 
-GrpcAttentionLinks::GrpcAttentionLinks(AttentionShape shape, GrpcAuth auth)
-    : shape_(shape), auth_(std::move(auth)) {}
+GrpcAttentionLinks::GrpcAttentionLinks(AttentionShape shape, GrpcAuth auth,
+                                       std::chrono::milliseconds step_timeout)
+    : shape_(shape), auth_(std::move(auth)), step_timeout_(step_timeout) {}
 GrpcAttentionLinks::~GrpcAttentionLinks() = default;
 
 absl::StatusOr<AttentionLink*> GrpcAttentionLinks::Get(const std::string& address) {
@@ -203,7 +206,7 @@ absl::StatusOr<AttentionLink*> GrpcAttentionLinks::Get(const std::string& addres
   auto it = links_.find(address);
   if (it != links_.end()) return it->second.get();
   if (address.empty()) return absl::InvalidArgumentError("empty attention worker address");
-  auto link = std::make_unique<Link>(address, auth_);
+  auto link = std::make_unique<Link>(address, auth_, step_timeout_);
   link->SetShape(shape_);
   AttentionLink* raw = link.get();
   links_[address] = std::move(link);

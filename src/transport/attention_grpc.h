@@ -3,6 +3,7 @@
 // Data plane framing: one unary Step per layer per step per worker (kvasir/v1/attention.proto).
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -33,7 +34,10 @@ class AttentionGrpcServices {
 class GrpcAttentionLinks {
  public:
   // `auth`: the cluster secret sent with every Step.
-  explicit GrpcAttentionLinks(AttentionShape shape, GrpcAuth auth = {});
+  // `step_timeout`: the deadline of one Step (a frozen worker fails the step after it, and the
+  // engine recomputes the sequences it held elsewhere).
+  explicit GrpcAttentionLinks(AttentionShape shape, GrpcAuth auth = {},
+                              std::chrono::milliseconds step_timeout = std::chrono::seconds(10));
   ~GrpcAttentionLinks();
   absl::StatusOr<AttentionLink*> Get(const std::string& address);
   LinkResolver Resolver() {
@@ -44,6 +48,7 @@ class GrpcAttentionLinks {
   class Link;
   const AttentionShape shape_;
   const GrpcAuth auth_;
+  const std::chrono::milliseconds step_timeout_;
   std::mutex mu_;
   std::unordered_map<std::string, std::unique_ptr<Link>> links_;
 };

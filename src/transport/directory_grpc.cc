@@ -1,5 +1,6 @@
 #include "transport/directory_grpc.h"
 
+#include <atomic>
 #include <chrono>
 #include <thread>
 
@@ -28,6 +29,15 @@ class KvDirectoryHost::Pool : public KvPoolClient {
         stub_(v1::AttentionControl::NewStub(AuthChannel(address_, auth))) {}
 
   // Info, waiting for the worker to come up.
+  absl::StatusOr<v1::AttentionInfo> Info(std::chrono::milliseconds deadline) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(In(deadline));
+    v1::AttentionInfo info;
+    grpc::Status s = stub_->Info(&ctx, v1::AttentionInfoRequest(), &info);
+    if (!s.ok()) return FromGrpcStatus(s, "attention worker " + address_);
+    return info;
+  }
+
   absl::StatusOr<v1::AttentionInfo> WaitForInfo(std::chrono::steady_clock::time_point until) {
     while (true) {
       grpc::ClientContext ctx;
@@ -112,6 +122,11 @@ class KvDirectoryHost::Service final : public v1::KvDirectory::Service {
     KVASIR_GRPC_CHECK_AUTH(host_->auth_, ctx);
     KvManager* m = host_->manager();
     if (m == nullptr) return NotConnected();
+    if (r->restart() && r->key_prefix() >= 0) {
+      const int64_t n = m->FreeDecoder(r->key_prefix());
+      SPDLOG_INFO("decoder {} (re)started: {} sequence(s) of its previous run freed",
+                  r->key_prefix(), n);
+    }
     FillInfo(m, r->key_prefix(), out);
     return grpc::Status::OK;
   }
@@ -124,6 +139,7 @@ class KvDirectoryHost::Service final : public v1::KvDirectory::Service {
     const KvUsage u = m->Usage();
     const auto [per, bs] = m->BlockShape();
     info->set_max_tokens(m->MaxTokens());
+    info->set_max_tokens_all_up(m->MaxTokensAllUp());
     info->set_blocks_total(u.blocks_total);
     info->set_blocks_used(u.blocks_used);
     info->set_workers_alive(m->num_pools_alive());
@@ -154,7 +170,7 @@ KvDirectoryHost::KvDirectoryHost(std::vector<std::string> attention_addresses,
       auth_(std::move(auth)),
       service_(std::make_unique<Service>(this)) {}
 
-KvDirectoryHost::~KvDirectoryHost() = default;
+KvDirectoryHost::~KvDirectoryHost() { StopMonitor(); }
 
 grpc::Service* KvDirectoryHost::service() { return service_.get(); }
 
@@ -189,6 +205,57 @@ absl::Status KvDirectoryHost::Connect(std::chrono::milliseconds timeout) {
   return absl::OkStatus();
 }
 
+void KvDirectoryHost::StartMonitor(MonitorOptions options) {
+  if (!manager_ || monitor_.joinable()) return;
+  monitor_ = std::thread([this, options] {
+    std::vector<int> misses(pools_.size(), 0);
+    absl::MutexLock lock(&monitor_mu_);
+    while (!stop_monitor_) {
+      monitor_mu_.Unlock();
+      MonitorOnce(options, misses);
+      monitor_mu_.Lock();
+      monitor_mu_.AwaitWithTimeout(absl::Condition(&stop_monitor_),
+                                   absl::FromChrono(options.period));
+    }
+  });
+}
+
+void KvDirectoryHost::StopMonitor() {
+  {
+    absl::MutexLock lock(&monitor_mu_);
+    stop_monitor_ = true;
+  }
+  if (monitor_.joinable()) monitor_.join();
+}
+
+void KvDirectoryHost::MonitorOnce(const MonitorOptions& o, std::vector<int>& misses) {
+  for (size_t i = 0; i < pools_.size(); ++i) {
+    const std::string& name = addresses_[i];
+    absl::StatusOr<v1::AttentionInfo> info = pools_[i]->Info(o.period);
+    const bool alive = manager_->pool_alive(name);
+    if (!info.ok()) {
+      if (++misses[i] == o.misses && alive) {
+        SPDLOG_ERROR("attention worker {} missed {} health checks: {}", name, o.misses,
+                     info.status().ToString());
+        manager_->PoolDown(name);
+      }
+      continue;
+    }
+    misses[i] = 0;
+    if (alive) continue;
+    // Back: free what it may still hold from before (a frozen worker that resumed), then take
+    // its pool as it is now.
+    for (int64_t key : manager_->TakeDroppedKeys(name)) (void)pools_[i]->FreeSegment(key);
+    info = pools_[i]->Info(o.period);
+    if (info.ok()) manager_->PoolUp(name, info->num_blocks(), info->free_blocks());
+  }
+  for (int64_t prefix : manager_->ExpiredDecoders(absl::FromChrono(o.lease))) {
+    const int64_t n = manager_->FreeDecoder(prefix);
+    SPDLOG_WARN("decoder {} has not called for {} ms: taken for dead, its {} sequence(s) freed",
+                prefix, o.lease.count(), n);
+  }
+}
+
 KvUsage KvDirectoryHost::Usage() { return manager_ ? manager_->Usage() : KvUsage{}; }
 
 int64_t KvDirectoryHost::num_sequences() { return manager_ ? manager_->num_sequences() : 0; }
@@ -197,24 +264,37 @@ int64_t KvDirectoryHost::num_sequences() { return manager_ ? manager_->num_seque
 
 class GrpcSegmentDirectory::Impl {
  public:
-  Impl(const std::string& router, const GrpcAuth& auth)
-      : router_(router), stub_(v1::KvDirectory::NewStub(AuthChannel(router, auth))) {}
+  Impl(const std::string& router, const GrpcAuth& auth, int64_t key_prefix)
+      : router_(router),
+        key_prefix_(key_prefix),
+        stub_(v1::KvDirectory::NewStub(AuthChannel(router, auth))) {}
+  ~Impl() {
+    {
+      absl::MutexLock lock(&mu_);
+      stop_ = true;
+    }
+    if (heartbeat_.joinable()) heartbeat_.join();
+  }
 
   void Remember(const v1::DirectoryInfo& i) {
     absl::MutexLock lock(&mu_);
     max_tokens_ = i.max_tokens();
+    max_tokens_all_up_ = std::max(i.max_tokens(), i.max_tokens_all_up());
     usage_ = {i.blocks_total(), i.blocks_used()};
     if (i.block_size() > 0) shape_ = {i.blocks_per_token_block(), i.block_size()};
     orders_.insert(orders_.end(), i.preempt().begin(), i.preempt().end());
     answered_ = std::chrono::steady_clock::now();
   }
-  void Fetch(int64_t key_prefix) {
+  bool Fetch(int64_t key_prefix, bool restart = false) {
     grpc::ClientContext ctx;
     ctx.set_deadline(In(std::chrono::milliseconds(2000)));
     v1::DirectoryInfoRequest r;
     r.set_key_prefix(key_prefix);
+    r.set_restart(restart);
     v1::DirectoryInfo info;
-    if (stub_->Info(&ctx, r, &info).ok()) Remember(info);
+    if (!stub_->Info(&ctx, r, &info).ok()) return false;
+    Remember(info);
+    return true;
   }
   // Asks the router while the directory's shape is unknown, or (stale) once the last answer
   // is older than a second.
@@ -227,8 +307,20 @@ class GrpcSegmentDirectory::Impl {
     }
     Fetch(kNoOrders);
   }
+  // The restart notice goes before anything else this decoder asks for (and is retried until
+  // the router answers), so the router frees what a previous run left before it places new
+  // sequences, whose keys may repeat the old ones.
+  bool Announce() {
+    if (announced_.load()) return true;
+    absl::MutexLock lock(&announce_mu_);
+    if (!announced_.load() && Fetch(key_prefix_, /*restart=*/true)) announced_ = true;
+    return announced_.load();
+  }
   absl::StatusOr<std::vector<SegmentPlacement>> Call(bool extend, int64_t seq_key, int64_t tokens,
                                                      int64_t priority) {
+    if (started_.load() && !Announce()) {
+      return absl::UnavailableError("KV directory at " + router_ + " is unreachable");
+    }
     grpc::ClientContext ctx;
     ctx.set_deadline(In(std::chrono::milliseconds(10000)));
     v1::AllocateRequest r;
@@ -247,9 +339,16 @@ class GrpcSegmentDirectory::Impl {
   }
 
   std::string router_;
+  const int64_t key_prefix_;
   std::unique_ptr<v1::KvDirectory::Stub> stub_;
+  std::thread heartbeat_;
+  std::atomic<bool> started_{false};
+  std::atomic<bool> announced_{false};
+  absl::Mutex announce_mu_;
   absl::Mutex mu_;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
   int64_t max_tokens_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t max_tokens_all_up_ ABSL_GUARDED_BY(mu_) = 0;
   KvUsage usage_ ABSL_GUARDED_BY(mu_);
   std::pair<int64_t, int32_t> shape_ ABSL_GUARDED_BY(mu_){0, 0};
   std::chrono::steady_clock::time_point fetched_ ABSL_GUARDED_BY(mu_){};
@@ -258,8 +357,25 @@ class GrpcSegmentDirectory::Impl {
 };
 
 GrpcSegmentDirectory::GrpcSegmentDirectory(const std::string& router_address,
-                                           const GrpcAuth& auth)
-    : impl_(std::make_unique<Impl>(router_address, auth)) {}
+                                           const GrpcAuth& auth, int64_t key_prefix)
+    : impl_(std::make_unique<Impl>(router_address, auth, key_prefix)) {}
+
+void GrpcSegmentDirectory::Start(std::chrono::milliseconds heartbeat) {
+  Impl* impl = impl_.get();
+  impl->started_ = true;
+  impl->heartbeat_ = std::thread([impl, heartbeat] {
+    absl::MutexLock lock(&impl->mu_);
+    while (!impl->stop_) {
+      impl->mu_.Unlock();
+      const bool announced = impl->Announce();
+      if (announced) impl->Fetch(impl->key_prefix_);
+      impl->mu_.Lock();
+      impl->mu_.AwaitWithTimeout(absl::Condition(&impl->stop_),
+                                 absl::FromChrono(announced ? heartbeat
+                                                            : std::chrono::milliseconds(100)));
+    }
+  });
+}
 GrpcSegmentDirectory::~GrpcSegmentDirectory() = default;
 
 absl::StatusOr<std::vector<SegmentPlacement>> GrpcSegmentDirectory::Allocate(int64_t seq_key,
@@ -300,6 +416,12 @@ int64_t GrpcSegmentDirectory::MaxTokens() {
   impl_->FetchIfUnknown(/*refresh_stale=*/true);
   absl::MutexLock lock(&impl_->mu_);
   return impl_->max_tokens_;
+}
+
+int64_t GrpcSegmentDirectory::MaxTokensAllUp() {
+  impl_->FetchIfUnknown(/*refresh_stale=*/true);
+  absl::MutexLock lock(&impl_->mu_);
+  return impl_->max_tokens_all_up_;
 }
 
 KvUsage GrpcSegmentDirectory::Usage() {

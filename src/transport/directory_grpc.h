@@ -7,6 +7,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
@@ -35,7 +36,22 @@ class KvDirectoryHost {
   int64_t num_sequences();
   KvManager* manager() { return manager_.get(); }
 
+  // Watches the attention workers and the decoders' leases on a thread of its own, after
+  // Connect: a worker that misses `misses` Info calls in a row (period apart, each with that
+  // deadline) is down (KvManager::PoolDown: its sequences are recomputed elsewhere); one that
+  // answers again rejoins, after its stale segments are freed. A decoder silent for `lease` is
+  // dead: its blocks are freed.
+  struct MonitorOptions {
+    std::chrono::milliseconds period{500};
+    int misses = 3;
+    std::chrono::milliseconds lease{10000};
+  };
+  void StartMonitor(MonitorOptions options);
+  void StartMonitor() { StartMonitor(MonitorOptions{}); }
+  void StopMonitor();
+
  private:
+  void MonitorOnce(const MonitorOptions& o, std::vector<int>& misses);
   class Service;
   class Pool;
   friend class Service;
@@ -47,12 +63,20 @@ class KvDirectoryHost {
   std::vector<std::unique_ptr<Pool>> pools_;
   std::unique_ptr<KvManager> manager_;  // set by Connect
   std::unique_ptr<Service> service_;
+  absl::Mutex monitor_mu_;
+  bool stop_monitor_ ABSL_GUARDED_BY(monitor_mu_) = false;
+  std::thread monitor_;
 };
 
 class GrpcSegmentDirectory : public SegmentDirectory {
  public:
-  // `auth`: the cluster secret sent with every call to the router.
-  explicit GrpcSegmentDirectory(const std::string& router_address, const GrpcAuth& auth = {});
+  // `auth`: the cluster secret sent with every call to the router. `key_prefix`: this
+  // decoder's id (the high bits of its sequence keys).
+  explicit GrpcSegmentDirectory(const std::string& router_address, const GrpcAuth& auth = {},
+                                int64_t key_prefix = 0);
+  // Tells the router this decoder (re)started, so what an earlier incarnation held is freed,
+  // and renews the decoder's lease every `heartbeat` on a thread of its own until destroyed.
+  void Start(std::chrono::milliseconds heartbeat = std::chrono::milliseconds(1000));
   ~GrpcSegmentDirectory() override;
 
   absl::StatusOr<std::vector<SegmentPlacement>> Allocate(int64_t seq_key, int64_t tokens,
@@ -62,6 +86,7 @@ class GrpcSegmentDirectory : public SegmentDirectory {
   void Free(int64_t seq_key) override;
   std::pair<int64_t, int32_t> BlockShape() override;
   int64_t MaxTokens() override;
+  int64_t MaxTokensAllUp() override;
   KvUsage Usage() override;
   // Orders come with every reply; when none came for a while (a decoder waiting for blocks
   // makes no successful calls), asks the router (at most every 20 ms).

@@ -12,6 +12,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <functional>
 #include <cstdlib>
 #include <fstream>
 #include <memory>
@@ -74,6 +76,8 @@ class Child {
     pid_ = -1;
   }
   bool Alive() const { return pid_ > 0 && kill(pid_, 0) == 0; }
+  void Freeze() { if (pid_ > 0) kill(pid_, SIGSTOP); }
+  void Resume() { if (pid_ > 0) kill(pid_, SIGCONT); }
   int port(size_t i = 0) const { return ports_.at(i); }
 
  private:
@@ -106,7 +110,8 @@ class Cluster {
  public:
   // `router_flags` go to the router only (an API key file, say).
   explicit Cluster(int attention_blocks0 = 200, int attention_blocks1 = 240,
-                   std::vector<std::string> router_flags = {}) {
+                   std::vector<std::string> router_flags = {},
+                   std::vector<std::string> decoder_flags = {}) {
     setenv("KVASIR_CLUSTER_SECRET", kClusterSecret, 1);
     for (int b : {attention_blocks0, attention_blocks1}) {
       attention_.push_back(std::make_unique<Child>(
@@ -124,12 +129,11 @@ class Cluster {
     router_args.insert(router_args.end(), router_flags.begin(), router_flags.end());
     router_ = std::make_unique<Child>("router", router_args, 2);
     for (int i = 0; i < 2; ++i) {
-      decoders_.push_back(std::make_unique<Child>(
-          "decoder",
-          std::vector<std::string>{"--grpc-port", std::to_string(dports[i]), "--router",
-                                   "127.0.0.1:" + std::to_string(router_->port(1)),
-                                   "--decoder-id", std::to_string(i + 1)},
-          1));
+      std::vector<std::string> args = {"--grpc-port", std::to_string(dports[i]), "--router",
+                                       "127.0.0.1:" + std::to_string(router_->port(1)),
+                                       "--decoder-id", std::to_string(i + 1)};
+      args.insert(args.end(), decoder_flags.begin(), decoder_flags.end());
+      decoders_.push_back(std::make_unique<Child>("decoder", args, 1));
     }
     // Readiness: every worker's gRPC health, then the router's HTTP /health.
     auto deadline = std::chrono::steady_clock::now() + 60s;
@@ -150,6 +154,7 @@ class Cluster {
     }
   }
   ~Cluster() {
+    for (auto& a : attention_) a->Resume();
     for (auto& d : decoders_) d->Stop();
     router_->Stop();
     for (auto& a : attention_) a->Stop();
@@ -403,6 +408,130 @@ TEST(Cluster, SixteenRequestsUnderMemoryPressureAllFinish) {
   }
   EXPECT_EQ(testing::KvBlocksUsed(c.http_port()), 0);
   EXPECT_EQ(c.Segments(0) + c.Segments(1), 0);
+}
+
+// Runs `n` concurrent greedy streams of `tokens` tokens and calls `fault` once they are under
+// way (KV in use, tokens flowing). Returns each request's status and text.
+struct FaultRun {
+  std::vector<int> status;
+  std::vector<std::string> text, error;
+};
+FaultRun RunWithFault(Cluster& c, int n, int tokens, const std::function<void()>& fault) {
+  FaultRun r{std::vector<int>(n, 0), std::vector<std::string>(n), std::vector<std::string>(n)};
+  const std::string body = json({{"prompt", "Once upon a time"}, {"max_tokens", tokens},
+                                 {"temperature", 0}, {"ignore_eos", true}})
+                               .dump();
+  std::vector<std::thread> clients;
+  for (int i = 0; i < n; ++i) {
+    clients.emplace_back([&, i] {
+      json j = testing::PostJson(c.http_port(), "/v1/completions", body, &r.status[i]);
+      if (r.status[i] == 200) {
+        r.text[i] = j["choices"][0]["text"].get<std::string>();
+      } else if (j.contains("error")) {
+        r.error[i] = j["error"]["message"].get<std::string>();
+      }
+    });
+  }
+  auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (testing::KvBlocksUsed(c.http_port()) <= 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  std::this_thread::sleep_for(300ms);
+  fault();
+  for (auto& t : clients) t.join();
+  return r;
+}
+
+// An attention worker killed mid-stream: the sequences it held are recomputed on the other
+// worker from their tokens, and every request completes with the single-process greedy text.
+TEST(Cluster, KilledAttentionWorkerMidStreamIsRecomputedElsewhere) {
+  Cluster c(2000, 2000);  // either worker alone holds all 8 streams
+  const std::string want = GenerateText("Once upon a time", 150);
+  const auto t0 = std::chrono::steady_clock::now();
+  FaultRun r = RunWithFault(c, 8, 150, [&] { c.attention(0).Kill(); });
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  for (int i = 0; i < 8; ++i) {
+    EXPECT_EQ(r.status[i], 200) << i << ": " << r.error[i];
+    EXPECT_EQ(r.text[i], want) << i;
+  }
+  std::printf("8 streams x 150 tokens, attention worker killed mid-stream: %.1f s\n", secs);
+  // It did hold some of them when it died (/metrics of the router's KV manager).
+  auto m = testing::HttpClient(c.http_port()).Get("/metrics");
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->body.find("kvasir:kv_sequences_lost_total{model_name=\"stories260K\"} 0"),
+            std::string::npos) << m->body;
+  EXPECT_NE(m->body.find("kvasir:kv_pools_down_total{model_name=\"stories260K\"} 1"),
+            std::string::npos) << m->body;
+  EXPECT_NE(m->body.find("state=\"free\"} 2000"), std::string::npos) << m->body;
+  // Serving on what is left, and saying so.
+  auto h = testing::HttpClient(c.http_port()).Get("/health");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
+  EXPECT_EQ(json::parse(h->body)["status"], "degraded") << h->body;
+  EXPECT_EQ(json::parse(h->body)["detail"], "1 of 2 attention workers down") << h->body;
+  EXPECT_TRUE(c.router().Alive() && c.decoder(0).Alive() && c.decoder(1).Alive());
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (testing::KvBlocksUsed(c.http_port()) != 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_EQ(testing::KvBlocksUsed(c.http_port()), 0);
+  EXPECT_EQ(c.Segments(1), 0);
+}
+
+// A frozen (SIGSTOPped) attention worker: the steps waiting on it time out (3 s here), the
+// router's health checks mark it down, its sequences are recomputed on the other worker; once
+// resumed it rejoins (its stale segments freed) and takes new work.
+TEST(Cluster, FrozenAttentionWorkerIsRoutedAroundAndRejoins) {
+  Cluster c(2000, 2000, {}, {"--attention-timeout-ms", "3000"});
+  const std::string want = GenerateText("Once upon a time", 150);
+  FaultRun r = RunWithFault(c, 6, 150, [&] { c.attention(0).Freeze(); });
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_EQ(r.status[i], 200) << i << ": " << r.error[i];
+    EXPECT_EQ(r.text[i], want) << i;
+  }
+  c.attention(0).Resume();
+  // Rejoined: its stale segments are freed and it holds new sequences again.
+  auto deadline = std::chrono::steady_clock::now() + 15s;
+  while (c.Segments(0) != 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_EQ(c.Segments(0), 0);
+  std::this_thread::sleep_for(1500ms);  // a few health checks
+  r = RunWithFault(c, 6, 100, [] {});
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(r.status[i], 200) << i << ": " << r.error[i];
+  EXPECT_EQ(testing::KvBlocksUsed(c.http_port()), 0);
+}
+
+// A decoder killed mid-stream: its streams end with an error (no migration yet), the other
+// decoder's complete, and the dead decoder's KV blocks return to the pools once its lease
+// (10 s) expires.
+TEST(Cluster, KilledDecoderReleasesItsBlocksWithinTheLease) {
+  Cluster c(2000, 2000);
+  const std::string want = GenerateText("Once upon a time", 200);
+  const auto t0 = std::chrono::steady_clock::now();
+  FaultRun r = RunWithFault(c, 8, 200, [&] { c.decoder(0).Kill(); });
+  int ok = 0, failed = 0;
+  for (int i = 0; i < 8; ++i) {
+    if (r.status[i] == 200) {
+      ++ok;
+      EXPECT_EQ(r.text[i], want) << i;
+    } else {
+      ++failed;
+      EXPECT_EQ(r.status[i], 503) << i << ": " << r.error[i];
+      EXPECT_NE(r.error[i].find("decoder"), std::string::npos) << r.error[i];
+    }
+  }
+  EXPECT_GT(ok, 0);
+  EXPECT_GT(failed, 0);
+  auto deadline = std::chrono::steady_clock::now() + 25s;
+  while ((testing::KvBlocksUsed(c.http_port()) != 0 || c.Segments(0) + c.Segments(1) != 0) &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_EQ(testing::KvBlocksUsed(c.http_port()), 0);
+  EXPECT_EQ(c.Segments(0) + c.Segments(1), 0);
+  std::printf("decoder killed: %d completed, %d failed; blocks free after %.1f s\n", ok, failed,
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
 }
 
 // Every internal service refuses a caller without the cluster secret; the router's public

@@ -228,7 +228,8 @@ TEST(GrpcStreamClientTest, TimingsMatchServerSendTimes) {
   // The means agree with the server's send times to within 2 ms.
   EXPECT_NEAR(m.ttft.mean_ms, want_ttft_sum / n * 1e3, 2.0);
   EXPECT_NEAR(m.itl.mean_ms, want_itl_sum / want_itl_count * 1e3, 2.0);
-  EXPECT_NEAR(m.itl.mean_ms, 20.0, 3.0);
+  // (Not against the planned 20 ms: how late the fake server's sleeps wake up depends on the
+  // machine's load, which the client cannot be blamed for; the actual send times are the truth.)
   EXPECT_EQ(m.max_concurrent_requests, n);
 }
 
