@@ -306,7 +306,10 @@ int RouterMain(int argc, char** argv) {
                        "least_loaded (default: fewest outstanding tokens), least_requests, "
                        "round_robin"},
                       {"connect-timeout", true,
-                       "seconds to wait for the attention workers (default 60)"}}});
+                       "seconds to wait for the attention workers (default 60)"},
+                      {"migration-limit", true,
+                       "times a stream whose decoder dies is resumed on another one from the "
+                       "tokens already sent (default 3; 0: it fails)"}}});
   bool help = false;
   KVASIR_ASSIGN_OR_FAIL(a, ParseOrHelp(argc, argv, "router", specs, &help));
   if (help) return 0;
@@ -315,6 +318,10 @@ int RouterMain(int argc, char** argv) {
   KVASIR_ASSIGN_OR_FAIL(decoders, AddressList(a, "decoders"));
   KVASIR_ASSIGN_OR_FAIL(attention, AddressList(a, "attention"));
   KVASIR_ASSIGN_OR_FAIL(timeout, PositiveFlag(a, "connect-timeout", 60));
+  KVASIR_ASSIGN_OR_FAIL(migration_limit, a.Int("migration-limit", 3));
+  if (migration_limit < 0 || migration_limit > 100) {
+    return Fail(absl::InvalidArgumentError("--migration-limit must be in [0, 100]"));
+  }
   KVASIR_ASSIGN_OR_FAIL(policy, sched::MakePlacementPolicy(a.Str("placement", "least_loaded")));
   KVASIR_ASSIGN_OR_FAIL(cluster_auth, ClusterAuthFromArgs(a));
   eo.config_only = true;
@@ -325,7 +332,8 @@ int RouterMain(int argc, char** argv) {
   if (absl::Status s = directory.Connect(std::chrono::seconds(timeout)); !s.ok()) return Fail(s);
   directory.StartMonitor();  // dead and frozen workers, expired decoder leases
   transport::RemoteDecoders remote(decoders, c, std::move(policy),
-                                   [&] { return directory.Usage(); }, cluster_auth);
+                                   [&] { return directory.Usage(); }, cluster_auth,
+                                   static_cast<int>(migration_limit));
   SignalWaiter signals;
   remote.Start();
   return RunFrontEnd(a, *m, &remote, grpc_port, {directory.service()}, signals,

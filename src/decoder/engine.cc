@@ -67,6 +67,10 @@ absl::Status Engine::Submit(EngineRequest request) {
   const ModelConfig& c = runner_->config();
   const int64_t plen = static_cast<int64_t>(request.prompt.size());
   if (plen == 0) return absl::InvalidArgumentError("empty prompt");
+  if (static_cast<int64_t>(request.generated.size()) >=
+      std::min<int64_t>(request.params.max_tokens, c.max_position_embeddings - plen)) {
+    return absl::InvalidArgumentError("a resumed request has nothing left to generate");
+  }
   if (plen >= c.max_position_embeddings) {
     return absl::InvalidArgumentError(absl::StrCat(
         "prompt of ", plen, " tokens does not fit the context of ", c.max_position_embeddings,
@@ -149,15 +153,21 @@ void Engine::Loop() {
       while (attention_->Contains(next_seq_id_) || seqs_.count(next_seq_id_)) ++next_seq_id_;
       s->seq_id = next_seq_id_++;
       const int32_t plen = static_cast<int32_t>(r.prompt.size());
+      const int32_t resumed = static_cast<int32_t>(r.generated.size());
       s->max_new = std::min(r.params.max_tokens, c.max_position_embeddings - plen);
       s->stream = r.prompt;
+      s->stream.insert(s->stream.end(), r.generated.begin(), r.generated.end());
       s->sampler = std::make_unique<Sampler>(r.params, r.prompt);
+      s->sampler->Resume(r.generated);
       if (runner_->samples_on_device()) {
         s->device_sampling = DeviceSampling(r.params, seed_rng_());
       }
       s->req = std::move(r);
       const int64_t id = s->seq_id;
-      absl::Status added = scheduler_->Add(id, plen, s->max_new);
+      // A resumed stream prefills its generated tokens with the prompt.
+      const int32_t left = s->max_new - resumed;
+      absl::Status added = left < 1 ? absl::InvalidArgumentError("nothing left to generate")
+                                    : scheduler_->Add(id, plen + resumed, left);
       seqs_[id] = std::move(s);
       if (!added.ok()) Finish(id, "error", added);
     }

@@ -47,6 +47,9 @@ struct EngineRequest {
   uint64_t id = 0;
   std::vector<int32_t> prompt;
   SamplingParams params;  // validated by the caller against the model (ValidateSamplingParams)
+  // Tokens already generated for this request elsewhere (a stream migrated from a decoder that
+  // died): continued from, not reported again; they count toward max_tokens.
+  std::vector<int32_t> generated;
   std::function<void(EngineEvent)> on_event;
 };
 

@@ -110,9 +110,16 @@ class DecoderGrpcService::Impl final : public v1::Decoder::Service {
     er.id = in->request_id();
     er.prompt.assign(in->prompt().begin(), in->prompt().end());
     er.params = FromProto(in->params());
+    er.generated.assign(in->generated().begin(), in->generated().end());
     const ModelConfig& c = engine_->model_config();
     if (absl::Status s = ValidateSamplingParams(er.params, c.vocab_size); !s.ok()) {
       return ToGrpcStatus(s);
+    }
+    for (int32_t t : er.generated) {
+      if (t < 0 || t >= c.vocab_size) {
+        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                            absl::StrCat("generated token ", t, " is outside the vocabulary"));
+      }
     }
     for (int32_t t : er.prompt) {
       if (t < 0 || t >= c.vocab_size) {
@@ -208,16 +215,20 @@ class RemoteDecoders::Call : public grpc::ClientReadReactor<v1::TokenEvent> {
     absl::Status status;
   };
 
-  Call(RemoteDecoders* owner, size_t decoder, EngineRequest req, int64_t tokens)
+  Call(RemoteDecoders* owner, size_t decoder, EngineRequest req, int64_t tokens, int migrations)
       : owner_(owner),
         decoder_(decoder),
         id_(req.id),
         tokens_(tokens),
+        migrations_(migrations),
         on_event_(std::move(req.on_event)),
         ack_(std::make_shared<Ack>()) {
     in_.set_request_id(req.id);
     in_.mutable_prompt()->Add(req.prompt.begin(), req.prompt.end());
+    in_.mutable_generated()->Add(req.generated.begin(), req.generated.end());
     ToProto(req.params, in_.mutable_params());
+    req.on_event = nullptr;
+    request_ = std::move(req);
   }
 
   std::shared_ptr<Ack> ack() { return ack_; }
@@ -237,6 +248,8 @@ class RemoteDecoders::Call : public grpc::ClientReadReactor<v1::TokenEvent> {
     } else {
       EngineEvent e = FromProto(id_, ev_);
       if (e.finished) finished_ = true;
+      // What the client has got: where a migrated stream goes on from.
+      request_.generated.insert(request_.generated.end(), e.tokens.begin(), e.tokens.end());
       if (on_event_) on_event_(std::move(e));
     }
     StartRead(&ev_);
@@ -246,6 +259,18 @@ class RemoteDecoders::Call : public grpc::ClientReadReactor<v1::TokenEvent> {
     const std::string where = "decoder " + owner_->decoders_[decoder_]->address;
     if (!accepted_) {
       Signal(FromGrpcStatus(s, where));
+    } else if (!finished_ && on_event_ && s.error_code() != grpc::StatusCode::CANCELLED &&
+               migrations_ < owner_->migration_limit_ && !owner_->stop_) {
+      // The decoder died (or its stream broke) mid-request: go on elsewhere from what the
+      // client has got, so it sees neither a gap nor a repeat.
+      SPDLOG_WARN("{} failed mid-request {} after {} tokens ({}); migrating it", where, id_,
+                  request_.generated.size(), s.error_message());
+      request_.on_event = std::move(on_event_);
+      // Forgotten first: the migrated call registers under the same id.
+      owner_->Finished(id_, decoder_, tokens_);
+      owner_->Migrate(std::move(request_), decoder_, migrations_ + 1);
+      delete this;
+      return;
     } else if (!finished_ && on_event_) {
       EngineEvent e;
       e.id = id_;
@@ -277,6 +302,8 @@ class RemoteDecoders::Call : public grpc::ClientReadReactor<v1::TokenEvent> {
   const size_t decoder_;
   const uint64_t id_;
   const int64_t tokens_;
+  const int migrations_;   // times this request was migrated before this call
+  EngineRequest request_;  // without on_event; generated grows with every event
   std::function<void(EngineEvent)> on_event_;
   std::shared_ptr<Ack> ack_;
   grpc::ClientContext ctx_;
@@ -288,8 +315,12 @@ class RemoteDecoders::Call : public grpc::ClientReadReactor<v1::TokenEvent> {
 
 RemoteDecoders::RemoteDecoders(std::vector<std::string> addresses, ModelConfig config,
                                std::unique_ptr<sched::PlacementPolicy> policy,
-                               std::function<KvUsage()> kv_usage, const GrpcAuth& auth)
-    : config_(std::move(config)), kv_usage_(std::move(kv_usage)), policy_(std::move(policy)) {
+                               std::function<KvUsage()> kv_usage, const GrpcAuth& auth,
+                               int migration_limit)
+    : config_(std::move(config)),
+      kv_usage_(std::move(kv_usage)),
+      policy_(std::move(policy)),
+      migration_limit_(migration_limit) {
   for (const std::string& a : addresses) {
     auto d = std::make_unique<Decoder>();
     d->address = a;
@@ -303,6 +334,7 @@ RemoteDecoders::~RemoteDecoders() { Stop(); }
 
 void RemoteDecoders::Start(std::chrono::milliseconds period) {
   Poll();
+  migrator_ = std::thread([this] { MigrationLoop(); });
   poller_ = std::thread([this, period] {
     std::unique_lock<std::mutex> lock(poll_mu_);
     while (!stop_) {
@@ -322,6 +354,8 @@ void RemoteDecoders::Stop() {
   }
   poll_cv_.notify_all();
   if (poller_.joinable()) poller_.join();
+  migrate_cv_.notify_all();
+  if (migrator_.joinable()) migrator_.join();
   std::unique_lock<std::mutex> lock(mu_);
   for (auto& [id, call] : calls_) call->Cancel();
   idle_.wait_for(lock, std::chrono::seconds(5), [&] { return calls_.empty(); });
@@ -382,8 +416,50 @@ EngineStats RemoteDecoders::stats() const {
 }
 
 absl::Status RemoteDecoders::Submit(EngineRequest request) {
+  return Place(std::move(request), std::vector<bool>(decoders_.size(), false), 0);
+}
+
+void RemoteDecoders::Migrate(EngineRequest request, size_t dead_decoder, int migrations) {
+  {
+    std::lock_guard<std::mutex> lock(migrate_mu_);
+    migrations_.push_back({std::move(request), dead_decoder, migrations});
+  }
+  migrate_cv_.notify_one();
+}
+
+void RemoteDecoders::MigrationLoop() {
+  std::unique_lock<std::mutex> lock(migrate_mu_);
+  while (true) {
+    migrate_cv_.wait(lock, [&] { return stop_.load() || !migrations_.empty(); });
+    if (migrations_.empty()) return;  // stopping, nothing left
+    Migration m = std::move(migrations_.front());
+    migrations_.pop_front();
+    lock.unlock();
+    std::function<void(EngineEvent)> on_event = m.request.on_event;
+    const uint64_t id = m.request.id;
+    std::vector<bool> tried(decoders_.size(), false);
+    tried[m.dead_decoder] = true;
+    absl::Status st = stop_ ? absl::UnavailableError("the router is shutting down")
+                            : Place(std::move(m.request), std::move(tried), m.migrations);
+    if (st.ok()) {
+      ++migrations_total_;
+      SPDLOG_INFO("request {} resumed on another decoder (migration {})", id, m.migrations);
+    } else if (on_event) {
+      EngineEvent e;
+      e.id = id;
+      e.finished = true;
+      e.finish_reason = "error";
+      e.error = absl::UnavailableError(absl::StrCat(
+          "its decoder died mid-request and no other decoder could resume it: ", st.message()));
+      on_event(std::move(e));
+    }
+    lock.lock();
+  }
+}
+
+absl::Status RemoteDecoders::Place(EngineRequest request, std::vector<bool> tried,
+                                   int migrations) {
   const int64_t tokens = static_cast<int64_t>(request.prompt.size()) + request.params.max_tokens;
-  std::vector<bool> tried(decoders_.size(), false);
   absl::Status last = absl::UnavailableError("no decoder worker is reachable");
   for (size_t attempt = 0; attempt < decoders_.size(); ++attempt) {
     Call* call;
@@ -402,7 +478,7 @@ absl::Status RemoteDecoders::Submit(EngineRequest request) {
       pick = *p;
       tried[pick] = true;
       // The request is copied: a refused attempt may be retried on another decoder.
-      call = new Call(this, pick, request, tokens);
+      call = new Call(this, pick, request, tokens, migrations);
       decoders_[pick]->load.outstanding_requests += 1;
       decoders_[pick]->load.outstanding_tokens += tokens;
       calls_[request.id] = call;

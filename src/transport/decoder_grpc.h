@@ -4,6 +4,8 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -35,9 +37,13 @@ class DecoderGrpcService {
 class RemoteDecoders : public EngineHandle {
  public:
   // kv_usage reports the cluster's KV blocks (the router's directory).
+  // `migration_limit`: how many times a stream whose decoder dies mid-request is resumed on
+  // another decoder from the tokens already sent (0: it ends with an error).
   RemoteDecoders(std::vector<std::string> addresses, ModelConfig config,
                  std::unique_ptr<sched::PlacementPolicy> policy,
-                 std::function<KvUsage()> kv_usage, const GrpcAuth& auth = {});
+                 std::function<KvUsage()> kv_usage, const GrpcAuth& auth = {},
+                 int migration_limit = 3);
+  int64_t migrations_total() const { return migrations_total_.load(); }
   ~RemoteDecoders() override;
 
   absl::Status Submit(EngineRequest request) override;
@@ -55,6 +61,11 @@ class RemoteDecoders : public EngineHandle {
   struct Decoder;
   void Poll();
   void Finished(uint64_t id, size_t decoder, int64_t tokens);
+  // Places `request` on a healthy decoder not in `tried` and waits for its acknowledgement.
+  absl::Status Place(EngineRequest request, std::vector<bool> tried, int migrations);
+  // Resumes a stream whose decoder died, on the migration thread.
+  void Migrate(EngineRequest request, size_t dead_decoder, int migrations);
+  void MigrationLoop();
 
   const ModelConfig config_;
   std::function<KvUsage()> kv_usage_;
@@ -67,6 +78,18 @@ class RemoteDecoders : public EngineHandle {
   std::thread poller_;
   std::mutex poll_mu_;
   std::condition_variable poll_cv_;
+
+  const int migration_limit_;
+  struct Migration {
+    EngineRequest request;
+    size_t dead_decoder;
+    int migrations;  // this one included
+  };
+  std::mutex migrate_mu_;
+  std::condition_variable migrate_cv_;
+  std::deque<Migration> migrations_;  // guarded by migrate_mu_
+  std::thread migrator_;
+  std::atomic<int64_t> migrations_total_{0};
 };
 
 }  // namespace kvasir::transport

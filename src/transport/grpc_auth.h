@@ -31,7 +31,8 @@ class GrpcAuth {
   std::string what_ = "token";
 };
 
-// A channel to `target` whose every call carries `auth`'s token (none when it is open).
+// A channel to `target` whose every call carries `auth`'s token (none when it is open), and
+// that reconnects within a second when its peer comes (back) up.
 std::shared_ptr<grpc::Channel> AuthChannel(const std::string& target, const GrpcAuth& auth,
                                            const grpc::ChannelArguments& args = {});
 

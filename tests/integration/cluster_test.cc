@@ -502,27 +502,19 @@ TEST(Cluster, FrozenAttentionWorkerIsRoutedAroundAndRejoins) {
   EXPECT_EQ(testing::KvBlocksUsed(c.http_port()), 0);
 }
 
-// A decoder killed mid-stream: its streams end with an error (no migration yet), the other
-// decoder's complete, and the dead decoder's KV blocks return to the pools once its lease
-// (10 s) expires.
-TEST(Cluster, KilledDecoderReleasesItsBlocksWithinTheLease) {
+// A decoder killed mid-stream: the router resumes each of its streams on the other decoder
+// from the tokens already sent (greedy and seeded sampling continue exactly; the client sees
+// neither a gap nor a repeat; seeded sampling in the next test), and the dead decoder's KV blocks return to the pools once its
+// lease (10 s) expires.
+TEST(Cluster, KilledDecoderStreamsMigrateAndItsBlocksAreFreed) {
   Cluster c(2000, 2000);
   const std::string want = GenerateText("Once upon a time", 200);
   const auto t0 = std::chrono::steady_clock::now();
   FaultRun r = RunWithFault(c, 8, 200, [&] { c.decoder(0).Kill(); });
-  int ok = 0, failed = 0;
   for (int i = 0; i < 8; ++i) {
-    if (r.status[i] == 200) {
-      ++ok;
-      EXPECT_EQ(r.text[i], want) << i;
-    } else {
-      ++failed;
-      EXPECT_EQ(r.status[i], 503) << i << ": " << r.error[i];
-      EXPECT_NE(r.error[i].find("decoder"), std::string::npos) << r.error[i];
-    }
+    EXPECT_EQ(r.status[i], 200) << i << ": " << r.error[i];
+    EXPECT_EQ(r.text[i], want) << i;
   }
-  EXPECT_GT(ok, 0);
-  EXPECT_GT(failed, 0);
   auto deadline = std::chrono::steady_clock::now() + 25s;
   while ((testing::KvBlocksUsed(c.http_port()) != 0 || c.Segments(0) + c.Segments(1) != 0) &&
          std::chrono::steady_clock::now() < deadline) {
@@ -530,8 +522,43 @@ TEST(Cluster, KilledDecoderReleasesItsBlocksWithinTheLease) {
   }
   EXPECT_EQ(testing::KvBlocksUsed(c.http_port()), 0);
   EXPECT_EQ(c.Segments(0) + c.Segments(1), 0);
-  std::printf("decoder killed: %d completed, %d failed; blocks free after %.1f s\n", ok, failed,
+  std::printf("decoder killed under 8 streams: all completed; blocks free after %.1f s\n",
               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+}
+
+// A seeded stream migrated midway continues exactly as it would have.
+TEST(Cluster, SeededStreamMigratedMidwayContinuesIdentically) {
+  Cluster c(2000, 2000);
+  const std::string body =
+      json({{"prompt", "Lily and Ben"}, {"max_tokens", 250}, {"temperature", 1.0}, {"seed", 3},
+            {"ignore_eos", true}})
+          .dump();
+  int st = 0;
+  const std::string want =
+      testing::PostJson(c.http_port(), "/v1/completions", body, &st)["choices"][0]["text"];
+  ASSERT_EQ(st, 200);
+  // Two concurrent copies: least-loaded placement puts them on different decoders; decoder 0
+  // dies under its copy, which the router resumes on decoder 1.
+  std::vector<std::string> got(2);
+  std::vector<int> status(2, 0);
+  std::vector<std::thread> ts;
+  for (int i = 0; i < 2; ++i) {
+    ts.emplace_back([&, i] {
+      json j = testing::PostJson(c.http_port(), "/v1/completions", body, &status[i]);
+      if (status[i] == 200) got[i] = j["choices"][0]["text"].get<std::string>();
+    });
+  }
+  auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (testing::KvBlocksUsed(c.http_port()) <= 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  std::this_thread::sleep_for(150ms);
+  c.decoder(0).Kill();
+  for (auto& t : ts) t.join();
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(status[i], 200) << i;
+    EXPECT_EQ(got[i], want) << i;
+  }
 }
 
 // Every internal service refuses a caller without the cluster secret; the router's public

@@ -155,6 +155,16 @@ Sampler::Sampler(const SamplingParams& params, std::vector<int32_t> prompt_token
   }
 }
 
+void Sampler::Resume(const std::vector<int32_t>& tokens) {
+  for (int32_t t : tokens) {
+    generated_.push_back(t);
+    ++generated_counts_[t];
+    // Sample draws one uniform per token when it samples at all (not greedy; a row of only
+    // -inf logits, which draws none, cannot occur in a stream that produced tokens).
+    if (params_.temperature >= kGreedyTemperature) (void)NextUniform();
+  }
+}
+
 double Sampler::NextUniform() { return static_cast<double>(rng_() >> 11) * 0x1.0p-53; }
 
 bool Sampler::HasPenalties() const {

@@ -40,6 +40,10 @@ class Sampler {
   SampleResult Sample(std::span<const float> logits);
 
   const SamplingParams& params() const { return params_; }
+  // Continues a stream another sampler began (a migrated request): records `tokens` as
+  // generated (penalties count them) and advances the RNG past their draws, so the next Sample
+  // returns what that sampler's next one would have. Before any Sample.
+  void Resume(const std::vector<int32_t>& tokens);
   // Tokens returned by Sample so far, in order.
   const std::vector<int32_t>& generated() const { return generated_; }
 

@@ -207,6 +207,35 @@ TEST(SamplerTest, SameSeedSameSequence) {
   EXPECT_NE(Draw(p, logits, 200), Draw(p, logits, 200));
 }
 
+// A migrated stream: a sampler resumed after k tokens of another one continues it exactly,
+// penalties (which count generated tokens) included.
+TEST(SamplerTest, ResumeContinuesAnotherSamplersStream) {
+  std::vector<std::vector<float>> steps;
+  for (int i = 0; i < 60; ++i) {
+    std::vector<float> l = SomeLogits(50, 100 + i);
+    for (float& v : l) v *= 0.3f;
+    steps.push_back(l);
+  }
+  for (float temperature : {0.0f, 0.9f}) {
+    SamplingParams p = Seeded(temperature);
+    p.top_k = 30;
+    p.repetition_penalty = 1.3f;
+    p.frequency_penalty = 0.4f;
+    const std::vector<int32_t> prompt = {1, 2, 3};
+    Sampler whole(p, prompt);
+    std::vector<int32_t> all;
+    for (const auto& l : steps) all.push_back(whole.Sample(l).token);
+    for (int k : {1, 17, 59}) {
+      Sampler resumed(p, prompt);
+      resumed.Resume(std::vector<int32_t>(all.begin(), all.begin() + k));
+      for (int i = k; i < 60; ++i) {
+        ASSERT_EQ(resumed.Sample(steps[i]).token, all[i]) << "t " << temperature << " k " << k;
+      }
+      EXPECT_EQ(resumed.generated(), all);
+    }
+  }
+}
+
 TEST(SamplerTest, SeededDrawsArePinned) {
   // Pins the RNG recipe (mt19937_64, top 53 bits, inverse CDF in id order): a change here
   // changes every seeded completion users have recorded.
