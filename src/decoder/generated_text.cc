@@ -4,8 +4,11 @@
 
 namespace kvasir {
 
-GeneratedText::GeneratedText(const Tokenizer& tokenizer, std::vector<std::string> stop)
-    : decoder_(tokenizer), stops_(std::move(stop)) {}
+GeneratedText::GeneratedText(const Tokenizer& tokenizer, std::vector<std::string> stop,
+                             const std::vector<int32_t>& prompt)
+    : decoder_(tokenizer), stops_(std::move(stop)) {
+  decoder_.Continue(prompt);
+}
 
 GeneratedText::Step GeneratedText::Push(int32_t token) {
   auto r = stops_.Push(decoder_.Push(token));

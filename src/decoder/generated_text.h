@@ -16,8 +16,10 @@ namespace kvasir {
 
 class GeneratedText {
  public:
-  // The tokenizer must outlive this.
-  GeneratedText(const Tokenizer& tokenizer, std::vector<std::string> stop);
+  // The tokenizer must outlive this. `prompt`: the ids the text continues, so that
+  // prompt text + this text == the decoded whole (the first token keeps its leading space).
+  GeneratedText(const Tokenizer& tokenizer, std::vector<std::string> stop,
+                const std::vector<int32_t>& prompt = {});
 
   struct Step {
     std::string text;      // safe to show now

@@ -56,7 +56,8 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
   for (size_t i = 0; i < requests.size(); ++i) {
     results[i].prompt_tokens = static_cast<int32_t>(requests[i].prompt.size());
     if (tokenizer_) {
-      state[i].text = std::make_unique<GeneratedText>(*tokenizer_, requests[i].params.stop);
+      state[i].text = std::make_unique<GeneratedText>(*tokenizer_, requests[i].params.stop,
+                                                      requests[i].prompt);
     }
     EngineRequest er;
     er.id = i;

@@ -47,7 +47,10 @@ TEST_F(GeneratorTest, BatchOfRequestsEqualsEachAlone) {
     ASSERT_TRUE(alone.ok());
     EXPECT_EQ((*together)[i].tokens, (*alone)[0].tokens) << i;
     EXPECT_EQ((*together)[i].text, (*alone)[0].text) << i;
-    EXPECT_EQ((*together)[i].text, tok_->Decode((*alone)[0].tokens)) << i;
+    // The text continues the prompt: prompt text + text == the decoded whole.
+    std::vector<int32_t> whole = reqs[i].prompt;
+    whole.insert(whole.end(), (*alone)[0].tokens.begin(), (*alone)[0].tokens.end());
+    EXPECT_EQ(tok_->Decode(reqs[i].prompt) + (*together)[i].text, tok_->Decode(whole)) << i;
   }
   EXPECT_EQ((*together)[0].finish_reason, "length");
   EXPECT_EQ((*together)[0].tokens.size(), 50u);

@@ -61,14 +61,17 @@ bool CompletionStream::Next(StreamDelta* out, std::chrono::milliseconds timeout)
       ++completion_tokens_;
       const int32_t tok = ev.tokens[i];
       if (logprobs_ > 0 && i < ev.samples.size()) {
+        // Tokens named by their text in place (not their vocab piece "▁was"), so that the
+        // tokens join to the completion's text.
         api::TokenLogprobs lp;
-        lp.token = tokenizer_->IdToPiece(tok);
+        lp.token = TokenText(*tokenizer_, tok, lp_ctx_);
         lp.logprob = ev.samples[i].logprob;
         for (const TokenLogprob& t : ev.samples[i].top) {
-          lp.top.push_back({tokenizer_->IdToPiece(t.token), t.logprob});
+          lp.top.push_back({TokenText(*tokenizer_, t.token, lp_ctx_), t.logprob});
         }
         out->logprobs.push_back(std::move(lp));
       }
+      AdvanceDecodeContext(*tokenizer_, tok, /*skip_special=*/true, &lp_ctx_);
       if (!ev.finished || ev.finish_reason != "stop") {
         // A stop token is generated but not shown, as OpenAI does.
         auto r = text_->Push(tok);
@@ -203,7 +206,8 @@ std::variant<std::shared_ptr<CompletionStream>, ApiError> CompletionService::Sta
   stream->id_ = next_id_.fetch_add(1);
   stream->prompt_tokens_ = static_cast<int32_t>(plen);
   stream->logprobs_ = params.logprobs;
-  stream->text_ = std::make_unique<GeneratedText>(*tokenizer_, params.stop);
+  stream->text_ = std::make_unique<GeneratedText>(*tokenizer_, params.stop, ids);
+  for (int32_t id : ids) AdvanceDecodeContext(*tokenizer_, id, /*skip_special=*/true, &stream->lp_ctx_);
   stream->start_ = Clock::now();
   EngineRequest er;
   er.id = stream->id_;

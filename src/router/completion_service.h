@@ -49,6 +49,7 @@ class CompletionStream {
 
   EngineHandle* engine_ = nullptr;
   const Tokenizer* tokenizer_ = nullptr;
+  DecodeContext lp_ctx_;  // after the prompt and the tokens so far: names logprob tokens
   RouterMetrics* metrics_ = nullptr;
   uint64_t id_ = 0;
   int32_t prompt_tokens_ = 0;

@@ -179,6 +179,17 @@ class Cluster {
   std::unique_ptr<Child> router_;
 };
 
+// Polls (bounded) until the router reports no KV block in use and no worker holds a segment.
+void ExpectKvFreed(Cluster& c, std::chrono::seconds within) {
+  auto deadline = std::chrono::steady_clock::now() + within;
+  while ((testing::KvBlocksUsed(c.http_port()) != 0 || c.Segments(0) + c.Segments(1) != 0) &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_EQ(testing::KvBlocksUsed(c.http_port()), 0);
+  EXPECT_EQ(c.Segments(0) + c.Segments(1), 0);
+}
+
 std::string GenerateText(const std::string& prompt, int max_tokens) {
   auto gen = testing::RunProcess({testing::BinaryPath("kvasir"), "generate", "--model",
                                   testing::Stories260KDir(), "--prompt", prompt, "--max-tokens",
@@ -322,13 +333,7 @@ TEST(Cluster, SixtyFourConcurrentStreamsCancellationErrorsAndGrpc) {
     EXPECT_EQ(c.Segments(0) + c.Segments(1), 1);
     close(fd);
   }
-  auto deadline = std::chrono::steady_clock::now() + 20s;
-  while ((testing::KvBlocksUsed(c.http_port()) != 0 || c.Segments(0) + c.Segments(1) != 0) &&
-         std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(20ms);
-  }
-  EXPECT_EQ(testing::KvBlocksUsed(c.http_port()), 0);
-  EXPECT_EQ(c.Segments(0) + c.Segments(1), 0);
+  ExpectKvFreed(c, 20s);
 
   // Errors keep their status and OpenAI shape through the router.
   int st = 0;
@@ -401,13 +406,7 @@ TEST(Cluster, SixteenRequestsUnderMemoryPressureAllFinish) {
     EXPECT_EQ(statuses[i], 200) << i;
     EXPECT_EQ(texts[i], want) << i;
   }
-  auto deadline = std::chrono::steady_clock::now() + 10s;
-  while ((testing::KvBlocksUsed(c.http_port()) != 0 || c.Segments(0) + c.Segments(1) != 0) &&
-         std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(50ms);
-  }
-  EXPECT_EQ(testing::KvBlocksUsed(c.http_port()), 0);
-  EXPECT_EQ(c.Segments(0) + c.Segments(1), 0);
+  ExpectKvFreed(c, 10s);
 }
 
 // Runs `n` concurrent greedy streams of `tokens` tokens and calls `fault` once they are under
@@ -515,13 +514,7 @@ TEST(Cluster, KilledDecoderStreamsMigrateAndItsBlocksAreFreed) {
     EXPECT_EQ(r.status[i], 200) << i << ": " << r.error[i];
     EXPECT_EQ(r.text[i], want) << i;
   }
-  auto deadline = std::chrono::steady_clock::now() + 25s;
-  while ((testing::KvBlocksUsed(c.http_port()) != 0 || c.Segments(0) + c.Segments(1) != 0) &&
-         std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(100ms);
-  }
-  EXPECT_EQ(testing::KvBlocksUsed(c.http_port()), 0);
-  EXPECT_EQ(c.Segments(0) + c.Segments(1), 0);
+  ExpectKvFreed(c, 25s);
   std::printf("decoder killed under 8 streams: all completed; blocks free after %.1f s\n",
               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
 }

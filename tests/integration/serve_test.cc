@@ -226,6 +226,37 @@ TEST(Serve, ErrorsHaveTheRightStatusAndOpenAIShape) {
   EXPECT_EQ(e["usage"]["completion_tokens"].get<int>() <= 3, true);
 }
 
+// Issue 12: the first completion token kept no leading space ("...there" + "was a little"),
+// so prompt + text was not the decoded whole, echo gave "therewas", and the logprobs tokens
+// (vocab pieces) did not join to the text.
+TEST(Serve, CompletionTextContinuesThePromptExactly) {
+  Server s;
+  int st = 0;
+  json r = Post(s, "/v1/completions",
+                R"({"prompt": "Once upon a time there", "max_tokens": 12, "temperature": 0,
+                    "logprobs": 2, "ignore_eos": true})",
+                &st);
+  ASSERT_EQ(st, 200) << r.dump();
+  const std::string text = r["choices"][0]["text"];
+  ASSERT_FALSE(text.empty());
+  EXPECT_EQ(text[0], ' ') << text;  // "... there" + " was ..."
+  std::string joined;
+  for (const json& t : r["choices"][0]["logprobs"]["tokens"]) joined += t.get<std::string>();
+  EXPECT_EQ(joined, text);
+  // The same text as decoding prompt + completion ids with the reference tokenizer path.
+  auto gen = testing::RunProcess({testing::BinaryPath("kvasir"), "generate", "--model",
+                                  testing::Stories260KDir(), "--prompt", "Once upon a time there",
+                                  "--max-tokens", "12", "--temperature", "0", "--ignore-eos"});
+  ASSERT_EQ(gen.exit_code, 0) << gen.err;
+  EXPECT_EQ(gen.out, text + "\n");
+  json e = Post(s, "/v1/completions",
+                R"({"prompt": "Once upon a time there", "max_tokens": 12, "temperature": 0,
+                    "echo": true, "ignore_eos": true})",
+                &st);
+  ASSERT_EQ(st, 200);
+  EXPECT_EQ(e["choices"][0]["text"], "Once upon a time there" + text);
+}
+
 TEST(Serve, FullQueueIs429) {
   Server s({"--max-num-seqs", "1", "--max-waiting", "1"});
   std::atomic<int> n429{0}, n200{0};

@@ -42,12 +42,25 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& mode
 IncrementalDecoder::IncrementalDecoder(const Tokenizer& tokenizer, bool skip_special)
     : tokenizer_(tokenizer), skip_special_(skip_special) {}
 
+void AdvanceDecodeContext(const Tokenizer& tokenizer, int32_t id, bool skip_special,
+                          DecodeContext* ctx) {
+  if (!(skip_special && tokenizer.IsSpecial(id)) && id >= 0 && id < tokenizer.vocab_size()) {
+    ctx->first = false;
+  }
+  ctx->prev_id = id;
+}
+
+std::string TokenText(const Tokenizer& tokenizer, int32_t id, const DecodeContext& ctx) {
+  return tokenizer_internal::SanitizeUtf8(tokenizer.TokenBytes(id, ctx, /*skip_special=*/true));
+}
+
+void IncrementalDecoder::Continue(const std::vector<int32_t>& context) {
+  for (int32_t id : context) AdvanceDecodeContext(tokenizer_, id, skip_special_, &ctx_);
+}
+
 std::string IncrementalDecoder::Push(int32_t id) {
   pending_ += tokenizer_.TokenBytes(id, ctx_, skip_special_);
-  if (!(skip_special_ && tokenizer_.IsSpecial(id)) && id >= 0 && id < tokenizer_.vocab_size()) {
-    ctx_.first = false;
-  }
-  ctx_.prev_id = id;
+  AdvanceDecodeContext(tokenizer_, id, skip_special_, &ctx_);
   // Emit every complete character (and U+FFFD for bytes that can never become one); hold back
   // a trailing sequence that may still be completed by the next token.
   std::string out;

@@ -57,6 +57,13 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& mode
 // otherwise llama2.c tokenizer.bin.
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerFile(const std::string& path);
 
+// Moves `ctx` past `id`, as decoding it does.
+void AdvanceDecodeContext(const Tokenizer& tokenizer, int32_t id, bool skip_special,
+                          DecodeContext* ctx);
+// The text `id` adds after `ctx` on its own (special tokens skipped; bytes of a character it
+// only begins or ends become U+FFFD): what logprobs name the token.
+std::string TokenText(const Tokenizer& tokenizer, int32_t id, const DecodeContext& ctx);
+
 // Streaming detokenizer. Push(id) returns the newly completed text; it never emits half a UTF-8
 // character (the bytes of an incomplete character are held back until complete). Flush()
 // returns what is left (incomplete bytes as U+FFFD). Concatenating all outputs of Push and Flush
@@ -64,6 +71,11 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerFile(const std::string& 
 class IncrementalDecoder {
  public:
   explicit IncrementalDecoder(const Tokenizer& tokenizer, bool skip_special = true);
+
+  // Decodes what follows `context` (the prompt of a completion), as Decode(context + ids)
+  // would: the first token is not at the start of the text, so it keeps a leading space that
+  // SentencePiece strips at the start (or llama2.c after BOS). Before any Push.
+  void Continue(const std::vector<int32_t>& context);
 
   std::string Push(int32_t id);
   std::string Flush();
