@@ -6,7 +6,7 @@ PKGS=(build-essential cmake ninja-build ccache pkg-config git ca-certificates cu
   libabsl-dev libspdlog-dev libfmt-dev libgtest-dev libgmock-dev nlohmann-json3-dev
   libopenblas-dev libpcre2-dev libcurl4-openssl-dev libssl-dev libcpp-httplib-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
-  python3 python3-numpy python3-yaml docker-compose nodejs npm)
+  python3 python3-numpy python3-yaml docker-compose nodejs npm clang)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -13,6 +13,8 @@ cmake --build build -j "$JOBS"
 # (`kvasir` downloads it there, SHA-256 checked, when neither has it).
 build/bin/kvasir tokenize --bos <<<"warm-up" >/dev/null
 ctest --test-dir build --output-on-failure -j "$JOBS"
+# Clang's -Wthread-safety over the sources with ABSL_GUARDED_BY state (syntax only, seconds).
+./tools/ci/thread_safety.sh build
 if [[ "${KVASIR_SKIP_SANITIZERS:-0}" != 1 ]]; then
   # Sanitizer build: CPU code only (nvcc does not take -fsanitize), tests labelled "slow" skipped.
   cmake -S . -B build-asan -G Ninja -DKVASIR_CUDA=OFF -DKVASIR_SANITIZE=address,undefined \

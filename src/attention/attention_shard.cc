@@ -18,7 +18,7 @@ absl::Status AttentionShard::AllocateSegment(int64_t key, int32_t base, int32_t 
     return absl::InvalidArgumentError(
         absl::StrCat("segment ", key, ": bad range base ", base, " capacity ", capacity));
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   if (segments_.count(key)) {
     return absl::AlreadyExistsError(absl::StrCat("segment ", key, " exists"));
   }
@@ -32,7 +32,7 @@ absl::Status AttentionShard::AllocateSegment(int64_t key, int32_t base, int32_t 
 }
 
 absl::Status AttentionShard::ExtendSegment(int64_t key, int32_t capacity) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   auto it = segments_.find(key);
   if (it == segments_.end()) {
     return absl::NotFoundError(absl::StrCat("segment ", key, " is not held here"));
@@ -48,13 +48,13 @@ absl::Status AttentionShard::ExtendSegment(int64_t key, int32_t capacity) {
 }
 
 void AttentionShard::FreeSegment(int64_t key) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   cache_.Free(key);
   segments_.erase(key);
 }
 
 ShardInfo AttentionShard::Info() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   ShardInfo i;
   i.shape = shape_;
   i.block_size = cache_.config().block_size;
@@ -72,7 +72,7 @@ absl::Status AttentionShard::Step(int32_t layer, std::span<const ShardItem> item
     return absl::InvalidArgumentError(
         absl::StrCat("layer ", layer, " outside [0, ", shape_.num_layers, ")"));
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   // ---- Check everything first.
   for (size_t i = 0; i < items.size(); ++i) {
     const ShardItem& it = items[i];

@@ -12,12 +12,12 @@
 #pragma once
 
 #include <cstdint>
-#include <mutex>
 #include <span>
 #include <unordered_map>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "common/status.h"
 #include "kvcache/kv_cache.h"
 #include "model/local_attention.h"
@@ -75,7 +75,7 @@ class AttentionShard {
 
   const AttentionShape shape_;
   Backend* backend_;
-  mutable std::mutex mu_;
+  mutable absl::Mutex mu_;
   KvCache cache_ ABSL_GUARDED_BY(mu_);
   std::unordered_map<int64_t, Segment> segments_ ABSL_GUARDED_BY(mu_);
   std::vector<PagedAttentionParams> params_ ABSL_GUARDED_BY(mu_);

@@ -10,10 +10,10 @@ ThreadPool::ThreadPool(int num_threads) : num_threads_(std::max(1, num_threads))
 
 ThreadPool::~ThreadPool() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     stop_ = true;
   }
-  work_cv_.notify_all();
+  work_cv_.SignalAll();
   for (auto& t : workers_) t.join();
 }
 
@@ -32,16 +32,16 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
     return;
   }
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     job_ = &fn;
     job_n_ = n;
     pending_ = num_threads_ - 1;
     ++generation_;
   }
-  work_cv_.notify_all();
+  work_cv_.SignalAll();
   RunChunk(fn, n, 0, num_threads_);
-  std::unique_lock<std::mutex> lock(mu_);
-  done_cv_.wait(lock, [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return pending_ == 0; });
+  absl::MutexLock lock(&mu_);
+  while (pending_ != 0) done_cv_.Wait(&mu_);
   job_ = nullptr;
 }
 
@@ -51,10 +51,8 @@ void ThreadPool::WorkerLoop(int index) {
     const std::function<void(int64_t, int64_t)>* job;
     int64_t n;
     {
-      std::unique_lock<std::mutex> lock(mu_);
-      work_cv_.wait(lock, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return stop_ || generation_ != seen;
-      });
+      absl::MutexLock lock(&mu_);
+      while (!stop_ && generation_ == seen) work_cv_.Wait(&mu_);
       if (stop_) return;
       seen = generation_;
       job = job_;
@@ -62,8 +60,8 @@ void ThreadPool::WorkerLoop(int index) {
     }
     RunChunk(*job, n, index, num_threads_);
     {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (--pending_ == 0) done_cv_.notify_one();
+      absl::MutexLock lock(&mu_);
+      if (--pending_ == 0) done_cv_.Signal();
     }
   }
 }

@@ -50,16 +50,16 @@ Engine::Engine(StepRunner* runner, EngineConfig config)
 Engine::~Engine() { Stop(); }
 
 void Engine::Start() {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   if (!thread_.joinable()) thread_ = std::thread([this] { Loop(); });
 }
 
 void Engine::Stop() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     stop_ = true;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
   if (thread_.joinable()) thread_.join();
 }
 
@@ -84,7 +84,7 @@ absl::Status Engine::Submit(EngineRequest request) {
                                                    "; lower max_tokens"));
   }
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (stop_) return absl::UnavailableError("engine is shutting down");
     if (static_cast<int64_t>(incoming_.size()) + stats_.waiting >= config_.max_waiting) {
       return absl::ResourceExhaustedError(
@@ -92,20 +92,20 @@ absl::Status Engine::Submit(EngineRequest request) {
     }
     incoming_.push_back(std::move(request));
   }
-  cv_.notify_one();
+  cv_.Signal();
   return absl::OkStatus();
 }
 
 void Engine::Cancel(uint64_t id) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     cancels_.push_back(id);
   }
-  cv_.notify_one();
+  cv_.Signal();
 }
 
 EngineStats Engine::stats() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   return stats_;
 }
 
@@ -131,18 +131,16 @@ void Engine::Loop() {
     std::vector<uint64_t> cancels;
     bool stopping;
     {
-      std::unique_lock<std::mutex> lock(mu_);
+      absl::MutexLock lock(&mu_);
       auto news = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return stop_ || !incoming_.empty() || !cancels_.empty();
       };
       if (blocked_) {
         // Work waits but nothing could be scheduled: the KV it needs is held by other decoders
         // sharing the attention workers. Poll.
-        cv_.wait_for(lock, std::chrono::milliseconds(5), news);
+        if (!news()) cv_.WaitWithTimeout(&mu_, absl::Milliseconds(5));
       } else {
-        cv_.wait(lock, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-          return news() || scheduler_->has_work();
-        });
+        while (!news() && !scheduler_->has_work()) cv_.Wait(&mu_);
       }
       incoming.swap(incoming_);
       cancels.swap(cancels_);
@@ -193,7 +191,7 @@ void Engine::Loop() {
     const double step_secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      absl::MutexLock lock(&mu_);
       stats_.running = scheduler_->num_running();
       stats_.waiting = scheduler_->num_waiting();
       stats_.preemptions = scheduler_->num_preemptions_total();
@@ -204,7 +202,7 @@ void Engine::Loop() {
     }
   }
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     stats_.running = stats_.waiting = 0;
     stats_.kv_blocks_used = attention_->Usage().blocks_used;
   }
@@ -278,7 +276,7 @@ void Engine::RunStep() {
   const auto forward_start = std::chrono::steady_clock::now();
   auto out = runner_->Forward(batch);
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     ++stats_.steps;
     stats_.forward_seconds +=
         std::chrono::duration<double>(std::chrono::steady_clock::now() - forward_start).count();

@@ -32,7 +32,7 @@ RouterMetrics::RouterMetrics()
 void RouterMetrics::RequestFinished(const std::string& reason, int32_t prompt_tokens,
                                     int32_t generation_tokens, double ttft_s, double e2e_s,
                                     double tpot_s) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   prompt_tokens_ += prompt_tokens;
   generation_tokens_ += generation_tokens;
   if (reason == "stop") {
@@ -50,12 +50,12 @@ void RouterMetrics::RequestFinished(const std::string& reason, int32_t prompt_to
 }
 
 void RouterMetrics::RequestRejected() {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   ++rejected_;
 }
 
 std::string RouterMetrics::Render(const std::string& model, const Gauges& g) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   const std::string l = absl::StrCat("model_name=\"", model, "\"");
   std::string o;
   auto gauge = [&](const char* name, const char* help, const std::string& v) {

@@ -3,11 +3,11 @@
 
 #include <array>
 #include <cstdint>
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 
 namespace kvasir {
 
@@ -39,7 +39,7 @@ class RouterMetrics {
   std::string Render(const std::string& model, const Gauges& g) const;
 
  private:
-  mutable std::mutex mu_;
+  mutable absl::Mutex mu_;
   uint64_t prompt_tokens_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t generation_tokens_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t success_stop_ ABSL_GUARDED_BY(mu_) = 0, success_length_ ABSL_GUARDED_BY(mu_) = 0;

@@ -4,13 +4,12 @@
 
 #include <chrono>
 #include <cmath>
-#include <condition_variable>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/strings/str_cat.h"
 #include "kvasir/v1/completion.grpc.pb.h"
 #include "nlohmann/json.hpp"
@@ -25,13 +24,6 @@ std::string StatusText(const grpc::Status& s) {
   return absl::StrCat("gRPC ",
                       absl::StatusCodeToString(static_cast<absl::StatusCode>(s.error_code())), ": ",
                       s.error_message());
-}
-
-std::chrono::steady_clock::time_point SteadyAt(double monotonic_s) {
-  // MonotonicSeconds() reads CLOCK_MONOTONIC, which is steady_clock on Linux.
-  return std::chrono::steady_clock::time_point(
-      std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-          std::chrono::duration<double>(monotonic_s)));
 }
 
 // Connects before the run's clock starts, so the first requests' TTFT does not include the
@@ -131,22 +123,25 @@ class GrpcRun {
     std::unique_ptr<v1::Completion::Stub> stub = v1::Completion::NewStub(channel);
     Connect(*channel);
 
-    reactors_.resize(n);
-    result_.outputs.resize(n);
     const double run_start = MonotonicSeconds();
-    result_.run_start = run_start;
+    {
+      absl::MutexLock init(&mu_);  // no stream runs yet
+      reactors_.resize(n);
+      result_.outputs.resize(n);
+      result_.run_start = run_start;
+    }
 
-    std::unique_lock<std::mutex> lock(mu_);
+    mu_.Lock();
     // Reports progress and frees finished streams; called with mu_ held, after each wake.
     int reported = 0;
-    auto on_wake = [&] {
+    auto on_wake = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       for (size_t i : done_) reactors_[i].reset();
       done_.clear();
       if (options_.on_progress && finished_ != reported) {
         reported = finished_;
-        lock.unlock();
+        mu_.Unlock();
         options_.on_progress(reported, static_cast<int>(n));
-        lock.lock();
+        mu_.Lock();
       }
     };
     for (size_t i = 0; i < n; ++i) {
@@ -155,13 +150,13 @@ class GrpcRun {
       double arrived = due;
       if (MonotonicSeconds() < due) {
         while (MonotonicSeconds() < due) {
-          cv_.wait_until(lock, SteadyAt(due));
+          cv_.WaitWithTimeout(&mu_, absl::Seconds(due - MonotonicSeconds()));
           on_wake();
         }
         arrived = MonotonicSeconds();
       }
       while (options_.max_concurrency > 0 && running_ >= options_.max_concurrency) {
-        cv_.wait(lock);
+        cv_.Wait(&mu_);
         on_wake();
       }
       ++running_;
@@ -172,35 +167,37 @@ class GrpcRun {
       reactors_[i] = std::make_unique<StreamReactor>(this, i, run_start, std::move(out));
       StreamReactor* r = reactors_[i].get();
       // gRPC may finish a stream inline (OnDone takes mu_), so start it unlocked.
-      lock.unlock();
+      mu_.Unlock();
       r->Start(stub.get(), &requests_[i], options_, jobs_[i].request_id);
-      lock.lock();
+      mu_.Lock();
     }
     while (finished_ < static_cast<int>(n)) {
-      cv_.wait(lock);
+      cv_.Wait(&mu_);
       on_wake();
     }
     result_.duration_s = MonotonicSeconds() - run_start;
     on_wake();
-    return std::move(result_);
+    RunResult result = std::move(result_);
+    mu_.Unlock();
+    return result;
   }
 
   // The stream's last act: after this returns, the run may delete it.
   void Finish(size_t index, RequestOutput out) {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     result_.outputs[index] = std::move(out);
     --running_;
     ++finished_;
     done_.push_back(index);
-    cv_.notify_all();
+    cv_.SignalAll();
   }
 
  private:
   const std::vector<HttpJob>& jobs_;
   const GrpcClientOptions& options_;
   std::vector<v1::GenerateRequest> requests_;  // [jobs], read by gRPC while streams run
-  std::mutex mu_;
-  std::condition_variable cv_;
+  absl::Mutex mu_;
+  absl::CondVar cv_;
   std::vector<std::unique_ptr<StreamReactor>> reactors_ ABSL_GUARDED_BY(mu_);  // [jobs]
   std::vector<size_t> done_ ABSL_GUARDED_BY(mu_);  // finished streams not yet freed
   int running_ ABSL_GUARDED_BY(mu_) = 0;
