@@ -126,6 +126,15 @@ TEST(ParseChat, MessagesAndErrors) {
   EXPECT_EQ(r.messages[1].content, "hi there");
   EXPECT_EQ(r.params.max_tokens, 9);
   EXPECT_EQ(r.params.logprobs, 3);
+  EXPECT_TRUE(r.want_logprobs);
+  auto no_top = Ok(R"({"messages": [{"role": "user", "content": "x"}], "logprobs": true})",
+                   Endpoint::kChatCompletions);
+  EXPECT_TRUE(no_top.want_logprobs);
+  EXPECT_EQ(no_top.params.logprobs, 0);
+  EXPECT_EQ(Err(R"({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})",
+                Endpoint::kChatCompletions).param, "top_logprobs");
+  EXPECT_TRUE(Ok(R"({"prompt": "x", "logprobs": 0})").want_logprobs);
+  EXPECT_FALSE(Ok(R"({"prompt": "x"})").want_logprobs);
   for (const char* body : {R"({"messages": []})", R"({"messages": "hi"})",
                            R"({"messages": [{"content": "x"}]})",
                            R"({"messages": [{"role": "wizard", "content": "x"}]})",
@@ -181,6 +190,29 @@ TEST(Responses, ShapesFollowOpenAI) {
   auto full = nlohmann::json::parse(CompletionResponseJson("x", 1, "m", "a", "length", {2, 1}, &lp));
   EXPECT_EQ(full["choices"][0]["logprobs"]["top_logprobs"][0]["b"], -1.5);
   EXPECT_EQ(full["usage"]["completion_tokens"], 1);
+  EXPECT_EQ(full["system_fingerprint"], kSystemFingerprint);
+  // text_offset: where each token starts in the returned text (after an echoed prompt of 4).
+  std::vector<TokenLogprobs> two = {{" Once", -0.1f, {}}, {" upon", -0.2f, {}}};
+  auto echo = nlohmann::json::parse(
+      CompletionResponseJson("x", 1, "m", "Hey! Once upon", "length", {2, 2}, &two, 4));
+  EXPECT_EQ(echo["choices"][0]["logprobs"]["text_offset"], nlohmann::json::array({4, 9}));
+  auto chunk = nlohmann::json::parse(
+      CompletionChunkEvent("x", 1, "m", " upon", "", &two, 20).substr(6));
+  EXPECT_EQ(chunk["choices"][0]["logprobs"]["text_offset"], nlohmann::json::array({20, 25}));
+  // Chat: {"content": [{token, logprob, bytes, top_logprobs: [...]}]}.
+  auto chat_full =
+      nlohmann::json::parse(ChatResponseJson("c", 1, "m", "a", "length", {2, 1}, &lp));
+  const auto& content = chat_full["choices"][0]["logprobs"]["content"];
+  ASSERT_EQ(content.size(), 1u);
+  EXPECT_EQ(content[0]["token"], "a");
+  EXPECT_EQ(content[0]["bytes"], nlohmann::json::array({97}));
+  EXPECT_EQ(content[0]["top_logprobs"][1]["token"], "b");
+  EXPECT_EQ(content[0]["top_logprobs"][1]["logprob"], -1.5);
+  EXPECT_TRUE(nlohmann::json::parse(ChatResponseJson("c", 1, "m", "a", "stop", {2, 1}))
+                  ["choices"][0]["logprobs"].is_null());
+  auto chat_chunk = nlohmann::json::parse(ChatChunkEvent("c", 1, "m", "a", "", false, &lp).substr(6));
+  EXPECT_EQ(chat_chunk["choices"][0]["logprobs"]["content"][0]["logprob"], -0.5);
+  EXPECT_EQ(chat_chunk["system_fingerprint"], kSystemFingerprint);
   auto models = nlohmann::json::parse(ModelsJson({"stories260K"}, 1, 512));
   EXPECT_EQ(models["data"][0]["id"], "stories260K");
 }

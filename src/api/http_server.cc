@@ -85,6 +85,7 @@ struct StreamState {
   int64_t created = 0;
   bool first = true;
   bool sent_done = false;
+  int64_t text_offset = 0;  // completions logprobs: where the next chunk's tokens start
 };
 
 }  // namespace
@@ -184,11 +185,14 @@ void HttpServer::Routes() {
         }
         Usage u = st->stream->usage();
         const std::string reason = d.finish_reason;
+        const std::vector<TokenLogprobs>* asked = st->req.want_logprobs ? &lps : nullptr;
         if (endpoint == Endpoint::kChatCompletions) {
-          res.set_content(ChatResponseJson(st->id, st->created, st->model, text, reason, u), "application/json");
+          res.set_content(ChatResponseJson(st->id, st->created, st->model, text, reason, u, asked),
+                          "application/json");
         } else {
+          const int64_t base = st->req.echo ? static_cast<int64_t>(st->stream->prompt_text().size()) : 0;
           res.set_content(CompletionResponseJson(st->id, st->created, st->model, text, reason, u,
-                                                 st->req.params.logprobs > 0 ? &lps : nullptr),
+                                                 asked, base),
                           "application/json");
         }
         return;
@@ -207,6 +211,7 @@ void HttpServer::Routes() {
                 ok = send(ChatChunkEvent(st->id, st->created, st->model, "", "", true));
               } else if (st->req.echo && !st->stream->prompt_text().empty()) {
                 ok = send(CompletionChunkEvent(st->id, st->created, st->model, st->stream->prompt_text(), ""));
+                st->text_offset = static_cast<int64_t>(st->stream->prompt_text().size());
               }
               if (!ok) return false;
             }
@@ -221,13 +226,18 @@ void HttpServer::Routes() {
               sink.done();
               return true;
             }
+            const std::vector<TokenLogprobs>* lps = st->req.want_logprobs ? &d.logprobs : nullptr;
+            const int64_t offset = st->text_offset;
+            if (lps) {
+              for (const TokenLogprobs& t : d.logprobs) st->text_offset += static_cast<int64_t>(t.token.size());
+            }
             if (!d.text.empty() || d.done) {
-              std::string ev = chat ? ChatChunkEvent(st->id, st->created, st->model, d.text, d.finish_reason, false)
-                                    : CompletionChunkEvent(st->id, st->created, st->model, d.text, d.finish_reason);
+              std::string ev = chat ? ChatChunkEvent(st->id, st->created, st->model, d.text, d.finish_reason, false, lps)
+                                    : CompletionChunkEvent(st->id, st->created, st->model, d.text, d.finish_reason, lps, offset);
               if (!d.text.empty() && d.done) {
                 // Text and finish in separate chunks, as OpenAI streams do.
-                ev = chat ? ChatChunkEvent(st->id, st->created, st->model, d.text, "", false)
-                          : CompletionChunkEvent(st->id, st->created, st->model, d.text, "");
+                ev = chat ? ChatChunkEvent(st->id, st->created, st->model, d.text, "", false, lps)
+                          : CompletionChunkEvent(st->id, st->created, st->model, d.text, "", lps, offset);
                 if (!send(ev)) return false;
                 ev = chat ? ChatChunkEvent(st->id, st->created, st->model, "", d.finish_reason, false)
                           : CompletionChunkEvent(st->id, st->created, st->model, "", d.finish_reason);

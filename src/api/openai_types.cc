@@ -270,12 +270,16 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_vie
     }
   }
   if (endpoint == Endpoint::kCompletions) {
-    if (rd.Int("logprobs", &v, 0, kMaxLogprobs)) sp.logprobs = static_cast<int32_t>(v);
+    if (rd.Int("logprobs", &v, 0, kMaxLogprobs)) {
+      sp.logprobs = static_cast<int32_t>(v);
+      r.want_logprobs = true;
+    }
   } else {
-    bool want = false;
-    rd.Bool("logprobs", &want);
+    rd.Bool("logprobs", &r.want_logprobs);
     if (rd.Int("top_logprobs", &v, 0, kMaxLogprobs)) sp.logprobs = static_cast<int32_t>(v);
-    if (!want) sp.logprobs = 0;
+    if (!r.want_logprobs && sp.logprobs > 0) {
+      return BadRequest("'top_logprobs' needs 'logprobs': true", "top_logprobs");
+    }
   }
   if (rd.Int("n", &v, 1, 128) && v != 1) return BadRequest("only n = 1 is supported", "n");
   if (rd.Int("best_of", &v, 1, 128) && v != 1) return BadRequest("only best_of = 1 is supported", "best_of");
@@ -304,56 +308,99 @@ json UsageJson(const Usage& u) {
 json Reason(const std::string& r) { return r.empty() ? json(nullptr) : json(r); }
 }  // namespace
 
+namespace {
+
+// Legacy completions logprobs: parallel arrays, top alternatives as {token: logprob} objects,
+// text_offset the byte offset of each token in the returned text.
+json CompletionLogprobsJson(const std::vector<TokenLogprobs>& logprobs, int64_t offset) {
+  json tokens = json::array(), lps = json::array(), tops = json::array(), offsets = json::array();
+  for (const TokenLogprobs& t : logprobs) {
+    tokens.push_back(t.token);
+    lps.push_back(t.logprob);
+    json top = json::object();
+    for (const TopLogprob& x : t.top) top[x.token] = x.logprob;
+    tops.push_back(top);
+    offsets.push_back(offset);
+    offset += static_cast<int64_t>(t.token.size());
+  }
+  return {{"tokens", tokens}, {"token_logprobs", lps}, {"top_logprobs", tops},
+          {"text_offset", offsets}};
+}
+
+json Bytes(const std::string& s) {
+  json b = json::array();
+  for (unsigned char c : s) b.push_back(static_cast<int>(c));
+  return b;
+}
+
+// Chat logprobs: {"content": [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]}.
+json ChatLogprobsJson(const std::vector<TokenLogprobs>& logprobs) {
+  json content = json::array();
+  for (const TokenLogprobs& t : logprobs) {
+    json top = json::array();
+    for (const TopLogprob& x : t.top) {
+      top.push_back({{"token", x.token}, {"logprob", x.logprob}, {"bytes", Bytes(x.token)}});
+    }
+    content.push_back({{"token", t.token},
+                       {"logprob", t.logprob},
+                       {"bytes", Bytes(t.token)},
+                       {"top_logprobs", top}});
+  }
+  return {{"content", content}};
+}
+
+}  // namespace
+
 std::string CompletionResponseJson(const std::string& id, int64_t created, const std::string& model,
                                    const std::string& text, const std::string& finish_reason,
-                                   const Usage& usage, const std::vector<TokenLogprobs>* logprobs) {
+                                   const Usage& usage, const std::vector<TokenLogprobs>* logprobs,
+                                   int64_t text_offset_base) {
   json choice = {{"index", 0}, {"text", text}, {"finish_reason", Reason(finish_reason)},
                  {"logprobs", nullptr}};
-  if (logprobs) {
-    json tokens = json::array(), lps = json::array(), tops = json::array();
-    for (const TokenLogprobs& t : *logprobs) {
-      tokens.push_back(t.token);
-      lps.push_back(t.logprob);
-      json top = json::object();
-      for (const TopLogprob& x : t.top) top[x.token] = x.logprob;
-      tops.push_back(top);
-    }
-    choice["logprobs"] = {{"tokens", tokens}, {"token_logprobs", lps}, {"top_logprobs", tops}};
-  }
+  if (logprobs) choice["logprobs"] = CompletionLogprobsJson(*logprobs, text_offset_base);
   json j = {{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", model},
-            {"choices", json::array({choice})}, {"usage", UsageJson(usage)}};
+            {"system_fingerprint", kSystemFingerprint}, {"choices", json::array({choice})},
+            {"usage", UsageJson(usage)}};
   return Dump(j);
 }
 
 std::string ChatResponseJson(const std::string& id, int64_t created, const std::string& model,
                              const std::string& text, const std::string& finish_reason,
-                             const Usage& usage) {
+                             const Usage& usage, const std::vector<TokenLogprobs>* logprobs) {
   json choice = {{"index", 0},
                  {"message", {{"role", "assistant"}, {"content", text}}},
                  {"finish_reason", Reason(finish_reason)},
-                 {"logprobs", nullptr}};
+                 {"logprobs", logprobs ? ChatLogprobsJson(*logprobs) : json(nullptr)}};
   json j = {{"id", id}, {"object", "chat.completion"}, {"created", created}, {"model", model},
-            {"choices", json::array({choice})}, {"usage", UsageJson(usage)}};
+            {"system_fingerprint", kSystemFingerprint}, {"choices", json::array({choice})},
+            {"usage", UsageJson(usage)}};
   return Dump(j);
 }
 
 std::string CompletionChunkEvent(const std::string& id, int64_t created, const std::string& model,
-                                 const std::string& text, const std::string& finish_reason) {
+                                 const std::string& text, const std::string& finish_reason,
+                                 const std::vector<TokenLogprobs>* logprobs,
+                                 int64_t text_offset) {
   json choice = {{"index", 0}, {"text", text}, {"finish_reason", Reason(finish_reason)},
-                 {"logprobs", nullptr}};
+                 {"logprobs", logprobs && !logprobs->empty()
+                                  ? CompletionLogprobsJson(*logprobs, text_offset)
+                                  : json(nullptr)}};
   return Event({{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", model},
-                {"choices", json::array({choice})}});
+                {"system_fingerprint", kSystemFingerprint}, {"choices", json::array({choice})}});
 }
 
 std::string ChatChunkEvent(const std::string& id, int64_t created, const std::string& model,
-                           const std::string& text, const std::string& finish_reason, bool first) {
+                           const std::string& text, const std::string& finish_reason, bool first,
+                           const std::vector<TokenLogprobs>* logprobs) {
   json delta = json::object();
   if (first) delta["role"] = "assistant";
   if (!text.empty() || finish_reason.empty()) delta["content"] = text;
   json choice = {{"index", 0}, {"delta", delta}, {"finish_reason", Reason(finish_reason)},
-                 {"logprobs", nullptr}};
+                 {"logprobs", logprobs && !logprobs->empty() ? ChatLogprobsJson(*logprobs)
+                                                             : json(nullptr)}};
   return Event({{"id", id}, {"object", "chat.completion.chunk"}, {"created", created},
-                {"model", model}, {"choices", json::array({choice})}});
+                {"model", model}, {"system_fingerprint", kSystemFingerprint},
+                {"choices", json::array({choice})}});
 }
 
 std::string UsageChunkEvent(Endpoint endpoint, const std::string& id, int64_t created,

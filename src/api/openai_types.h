@@ -34,6 +34,9 @@ struct CompletionRequest {
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
   bool echo = false;           // completions: prepend the prompt to the output
+  // Token logprobs asked for: completions `logprobs` given (0 included: the chosen tokens'
+  // only), chat `logprobs: true`. params.logprobs counts the alternatives.
+  bool want_logprobs = false;
   std::string user;
 };
 
@@ -69,20 +72,31 @@ struct TokenLogprobs {
   std::vector<TopLogprob> top;
 };
 
-// Whole (non-streaming) response bodies.
+// Identifies the server's build in every response, as OpenAI's system_fingerprint does.
+inline constexpr char kSystemFingerprint[] = "fp_kvasir_0.1.0";
+
+// Whole (non-streaming) response bodies. `logprobs` (null: not asked) covers the completion's
+// tokens; completions' text_offset counts from `text_offset_base` (the echoed prompt's length).
 std::string CompletionResponseJson(const std::string& id, int64_t created, const std::string& model,
                                    const std::string& text, const std::string& finish_reason,
-                                   const Usage& usage, const std::vector<TokenLogprobs>* logprobs);
+                                   const Usage& usage, const std::vector<TokenLogprobs>* logprobs,
+                                   int64_t text_offset_base = 0);
 std::string ChatResponseJson(const std::string& id, int64_t created, const std::string& model,
                              const std::string& text, const std::string& finish_reason,
-                             const Usage& usage);
+                             const Usage& usage,
+                             const std::vector<TokenLogprobs>* logprobs = nullptr);
 
 // One server-sent event "data: {...}\n\n" of a stream. finish_reason "" -> null.
 // For chat, `first` adds the assistant role to the delta.
+// `logprobs` (null or empty: none) are the tokens behind this chunk; completions' text_offset
+// of the first is `text_offset`.
 std::string CompletionChunkEvent(const std::string& id, int64_t created, const std::string& model,
-                                 const std::string& text, const std::string& finish_reason);
+                                 const std::string& text, const std::string& finish_reason,
+                                 const std::vector<TokenLogprobs>* logprobs = nullptr,
+                                 int64_t text_offset = 0);
 std::string ChatChunkEvent(const std::string& id, int64_t created, const std::string& model,
-                           const std::string& text, const std::string& finish_reason, bool first);
+                           const std::string& text, const std::string& finish_reason, bool first,
+                           const std::vector<TokenLogprobs>* logprobs = nullptr);
 // The final usage chunk (choices: []), sent when stream_options.include_usage is true.
 std::string UsageChunkEvent(Endpoint endpoint, const std::string& id, int64_t created,
                             const std::string& model, const Usage& usage);

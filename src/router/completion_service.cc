@@ -60,7 +60,7 @@ bool CompletionStream::Next(StreamDelta* out, std::chrono::milliseconds timeout)
       if (completion_tokens_ == 0) first_token_ = Clock::now();
       ++completion_tokens_;
       const int32_t tok = ev.tokens[i];
-      if (logprobs_ > 0 && i < ev.samples.size()) {
+      if (want_logprobs_ && i < ev.samples.size()) {
         // Tokens named by their text in place (not their vocab piece "▁was"), so that the
         // tokens join to the completion's text.
         api::TokenLogprobs lp;
@@ -205,7 +205,7 @@ std::variant<std::shared_ptr<CompletionStream>, ApiError> CompletionService::Sta
   stream->metrics_ = &metrics_;
   stream->id_ = next_id_.fetch_add(1);
   stream->prompt_tokens_ = static_cast<int32_t>(plen);
-  stream->logprobs_ = params.logprobs;
+  stream->want_logprobs_ = req.want_logprobs;
   stream->text_ = std::make_unique<GeneratedText>(*tokenizer_, params.stop, ids);
   for (int32_t id : ids) AdvanceDecodeContext(*tokenizer_, id, /*skip_special=*/true, &stream->lp_ctx_);
   stream->start_ = Clock::now();

@@ -53,7 +53,7 @@ class CompletionStream {
   RouterMetrics* metrics_ = nullptr;
   uint64_t id_ = 0;
   int32_t prompt_tokens_ = 0;
-  int32_t logprobs_ = 0;
+  bool want_logprobs_ = false;
   std::string prompt_text_;
   std::unique_ptr<GeneratedText> text_;  // detokenizer + stop strings
   std::chrono::steady_clock::time_point start_, first_token_;

@@ -257,6 +257,44 @@ TEST(Serve, CompletionTextContinuesThePromptExactly) {
   EXPECT_EQ(e["choices"][0]["text"], "Once upon a time there" + text);
 }
 
+// Chat logprobs (issue 12: `logprobs: true, top_logprobs: 2` came back null), whole and
+// streamed: one entry per completion token, 2 alternatives each, joining to the content.
+TEST(Serve, ChatLogprobsWithTopAlternatives) {
+  Server s;
+  const std::string body = R"({"messages": [{"role": "user", "content": "Tell me a story"}],
+                              "max_tokens": 8, "temperature": 0, "logprobs": true,
+                              "top_logprobs": 2, "ignore_eos": true)";
+  int st = 0;
+  json r = Post(s, "/v1/chat/completions", body + "}", &st);
+  ASSERT_EQ(st, 200) << r.dump();
+  const json& content = r["choices"][0]["logprobs"]["content"];
+  ASSERT_EQ(content.size(), r["usage"]["completion_tokens"].get<size_t>()) << r.dump();
+  std::string joined;
+  for (const json& t : content) {
+    joined += t["token"].get<std::string>();
+    ASSERT_EQ(t["top_logprobs"].size(), 2u);
+    EXPECT_LE(t["logprob"].get<double>(), 0.0);
+    // Greedy: the chosen token is the most likely one.
+    EXPECT_EQ(t["top_logprobs"][0]["token"], t["token"]);
+    EXPECT_GE(t["top_logprobs"][0]["logprob"].get<double>(),
+              t["top_logprobs"][1]["logprob"].get<double>());
+  }
+  EXPECT_EQ(joined, r["choices"][0]["message"]["content"]);
+  EXPECT_EQ(r["system_fingerprint"], "fp_kvasir_0.1.0");
+  bool done = false;
+  std::vector<json> events = Stream(s, "/v1/chat/completions", body + R"(, "stream": true})", &done);
+  ASSERT_TRUE(done);
+  size_t streamed = 0;
+  std::string text;
+  for (const json& e : events) {
+    const json& c = e["choices"][0];
+    if (c["delta"].contains("content")) text += c["delta"]["content"].get<std::string>();
+    if (c["logprobs"].is_object()) streamed += c["logprobs"]["content"].size();
+  }
+  EXPECT_EQ(streamed, content.size());
+  EXPECT_EQ(text, r["choices"][0]["message"]["content"]);
+}
+
 TEST(Serve, FullQueueIs429) {
   Server s({"--max-num-seqs", "1", "--max-waiting", "1"});
   std::atomic<int> n429{0}, n200{0};
