@@ -1,5 +1,6 @@
 #include "tools/roles.h"
 
+#include "absl/strings/str_join.h"
 #include <pthread.h>
 #include <signal.h>
 
@@ -140,7 +141,8 @@ absl::StatusOr<transport::GrpcAuth> ClusterAuthFromArgs(const Args& a) {
 // `engine`, until SIGINT/SIGTERM. Prints the HTTP port, then the gRPC port when it serves one.
 int RunFrontEnd(const Args& a, const LocalModel& m, EngineHandle* engine, int grpc_port,
                 std::vector<grpc::Service*> extra, SignalWaiter& signals,
-                const std::function<void()>& before_stop, KvManager* kv_manager = nullptr) {
+                const std::function<void()>& before_stop, KvManager* kv_manager = nullptr,
+                std::function<std::string()> decoders_down = nullptr) {
   KVASIR_ASSIGN_OR_FAIL(port, PortFlag(a, "port", 8000, 0));
   if (!m.tokenizer) return Fail(absl::FailedPreconditionError("the model has no tokenizer"));
   ServiceConfig sc;
@@ -151,11 +153,15 @@ int RunFrontEnd(const Args& a, const LocalModel& m, EngineHandle* engine, int gr
   sc.chat_format = api::DetectChatFormat(tc.ok() ? *tc : "");
   if (kv_manager != nullptr) {
     sc.extra_metrics = [kv_manager, name = sc.model_name] { return kv_manager->RenderMetrics(name); };
-    sc.degraded = [kv_manager]() -> std::string {
+    sc.degraded = [kv_manager, decoders_down]() -> std::string {
+      std::vector<std::string> why;
       const int32_t up = kv_manager->num_pools_alive();
       const int32_t all = static_cast<int32_t>(kv_manager->pool_stats().size());
-      if (up == all) return "";
-      return absl::StrCat(all - up, " of ", all, " attention workers down");
+      if (up != all) why.push_back(absl::StrCat(all - up, " of ", all, " attention workers down"));
+      if (decoders_down) {
+        if (std::string d = decoders_down(); !d.empty()) why.push_back(std::move(d));
+      }
+      return absl::StrJoin(why, "; ");
     };
     sc.kv_up = [kv_manager] { return kv_manager->num_pools_alive() > 0; };
   }
@@ -337,7 +343,8 @@ int RouterMain(int argc, char** argv) {
   SignalWaiter signals;
   remote.Start();
   return RunFrontEnd(a, *m, &remote, grpc_port, {directory.service()}, signals,
-                     [&] { remote.Stop(); }, directory.manager());
+                     [&] { remote.Stop(); }, directory.manager(),
+                     [&] { return remote.Unreachable(); });
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <thread>
 
+#include "absl/strings/str_join.h"
 #include "common/logging.h"
 #include "kvasir/v1/worker.grpc.pb.h"
 
@@ -396,6 +398,17 @@ bool RemoteDecoders::healthy() const {
   return false;
 }
 
+std::string RemoteDecoders::Unreachable() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::string> down;
+  for (const auto& d : decoders_) {
+    if (!d->load.healthy) down.push_back(d->address);
+  }
+  if (down.empty()) return "";
+  return absl::StrCat(down.size(), " of ", decoders_.size(), " decoders unreachable (",
+                      absl::StrJoin(down, ", "), ")");
+}
+
 EngineStats RemoteDecoders::stats() const {
   EngineStats out;
   {
@@ -439,8 +452,17 @@ void RemoteDecoders::MigrationLoop() {
     const uint64_t id = m.request.id;
     std::vector<bool> tried(decoders_.size(), false);
     tried[m.dead_decoder] = true;
-    absl::Status st = stop_ ? absl::UnavailableError("the router is shutting down")
-                            : Place(std::move(m.request), std::move(tried), m.migrations);
+    absl::Status st = absl::UnavailableError("the router is shutting down");
+    // A decoder that has just come up (or whose poll is late) counts: poll again before
+    // giving up, for up to about a second.
+    for (int attempt = 0; attempt < 5 && !stop_; ++attempt) {
+      if (attempt > 0) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        Poll();
+      }
+      st = Place(m.request, tried, m.migrations);
+      if (st.ok() || !absl::IsUnavailable(st)) break;
+    }
     if (st.ok()) {
       ++migrations_total_;
       SPDLOG_INFO("request {} resumed on another decoder (migration {})", id, m.migrations);

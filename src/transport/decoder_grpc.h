@@ -51,6 +51,8 @@ class RemoteDecoders : public EngineHandle {
   EngineStats stats() const override;
   const ModelConfig& model_config() const override { return config_; }
   bool healthy() const override;
+  // Empty while every decoder answers its health poll; else which do not, for /health.
+  std::string Unreachable() const;
 
   // Polls every decoder's Stats (health) now and then every `period` in the background.
   void Start(std::chrono::milliseconds period = std::chrono::milliseconds(200));

@@ -133,9 +133,11 @@ class Cluster {
                                        "127.0.0.1:" + std::to_string(router_->port(1)),
                                        "--decoder-id", std::to_string(i + 1)};
       args.insert(args.end(), decoder_flags.begin(), decoder_flags.end());
+      decoder_args_.push_back(args);
       decoders_.push_back(std::make_unique<Child>("decoder", args, 1));
     }
-    // Readiness: every worker's gRPC health, then the router's HTTP /health.
+    // Readiness: every worker's gRPC health, then the router's HTTP /health saying ok (not
+    // degraded: the router has seen every decoder and attention worker up).
     auto deadline = std::chrono::steady_clock::now() + 60s;
     auto ready = [&] {
       for (auto* c : {attention_[0].get(), attention_[1].get(), decoders_[0].get(),
@@ -143,7 +145,7 @@ class Cluster {
         if (!GrpcServing(c->port())) return false;
       }
       auto r = testing::HttpClient(http_port()).Get("/health");
-      return r && r->status == 200;
+      return r && r->status == 200 && json::parse(r->body, nullptr, false).value("status", "") == "ok";
     };
     while (!ready()) {
       if (std::chrono::steady_clock::now() > deadline) {
@@ -163,6 +165,14 @@ class Cluster {
   int grpc_port() const { return router_->port(1); }
   Child& attention(int i) { return *attention_[i]; }
   Child& decoder(int i) { return *decoders_[i]; }
+  // Starts decoder i again, same id and port (after it died), and waits for its gRPC health.
+  void RestartDecoder(int i) {
+    decoders_[i] = std::make_unique<Child>("decoder", decoder_args_[i], 1);
+    auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (!GrpcServing(decoders_[i]->port()) && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(20ms);
+    }
+  }
   Child& router() { return *router_; }
   int64_t Segments(int i) const {
     auto stub = v1::AttentionControl::NewStub(grpc::CreateChannel(
@@ -176,6 +186,7 @@ class Cluster {
 
  private:
   std::vector<std::unique_ptr<Child>> attention_, decoders_;
+  std::vector<std::vector<std::string>> decoder_args_;
   std::unique_ptr<Child> router_;
 };
 
@@ -517,6 +528,39 @@ TEST(Cluster, KilledDecoderStreamsMigrateAndItsBlocksAreFreed) {
   ExpectKvFreed(c, 25s);
   std::printf("decoder killed under 8 streams: all completed; blocks free after %.1f s\n",
               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+}
+
+// A decoder that comes back (same id) announces its restart before it places anything: what
+// its previous run held is freed at once, well before that run's 10 s lease would expire.
+TEST(Cluster, RestartedDecoderFreesWhatItsPreviousRunHeld) {
+  Cluster c(2000, 2000, {"--migration-limit", "0"});
+  FaultRun r = RunWithFault(c, 4, 400, [&] { c.decoder(0).Kill(); });
+  const auto killed = std::chrono::steady_clock::now();
+  int failed = 0;
+  for (int i = 0; i < 4; ++i) failed += r.status[i] != 200;
+  ASSERT_GT(failed, 0) << "no stream was on the killed decoder";
+  c.RestartDecoder(0);
+  auto metric = [&](const std::string& name) {
+    auto m = testing::HttpClient(c.http_port()).Get("/metrics");
+    if (!m) return int64_t{-1};
+    const std::string key = "kvasir:" + name + "{model_name=\"stories260K\"} ";
+    const size_t at = m->body.find(key);
+    return at == std::string::npos ? int64_t{-1}
+                                   : int64_t{std::stoll(m->body.substr(at + key.size()))};
+  };
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (metric("kv_sequences_reclaimed_total") < failed &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+  }
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
+  EXPECT_GE(metric("kv_sequences_reclaimed_total"), failed);
+  EXPECT_LT(secs, 9.0) << "freed by the lease, not by the restart notice";
+  ExpectKvFreed(c, 10s);
+  // And the restarted decoder serves.
+  r = RunWithFault(c, 4, 20, [] {});
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(r.status[i], 200) << r.error[i];
 }
 
 // A seeded stream migrated midway continues exactly as it would have.
