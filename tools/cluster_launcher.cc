@@ -524,6 +524,9 @@ const std::vector<cli::FlagSpec>& ClusterFlagSpecs() {
       {"kv-blocks", true, "KV blocks of 16 tokens per attention worker (default: theirs)"},
       {"max-num-seqs", true, "sequences per decoder step (default: theirs)"},
       {"max-num-batched-tokens", true, "tokens per decoder step (default: theirs)"},
+      {"device", true,
+       "the decoders' device: cpu (default) or cuda (dense layers on GPU 0, KV on the host "
+       "attention workers)"},
       {"api-key", true,
        "router requires Authorization: Bearer KEY (visible in ps: prefer --api-key-file or "
        "$KVASIR_API_KEY)"},
@@ -555,6 +558,10 @@ absl::StatusOr<ClusterOptions> ClusterOptionsFromArgs(const cli::Args& a) {
   ASSIGN_OR_RETURN(o.max_num_batched_tokens, IntIn(a, "max-num-batched-tokens", -1, 1, INT32_MAX));
   ASSIGN_OR_RETURN(int64_t ready_timeout, IntIn(a, "ready-timeout", 120, 1, 86400));
   RETURN_IF_ERROR(IntIn(a, "threads", 1, 1, 256).status());
+  o.device = a.Str("device", "cpu");
+  if (o.device != "cpu" && o.device != "cuda") {
+    return absl::InvalidArgumentError("--device must be cpu or cuda");
+  }
   o.decoders = static_cast<int>(decoders);
   o.attention = static_cast<int>(attention);
   o.port = static_cast<int>(port);
@@ -668,6 +675,7 @@ std::vector<ChildSpec> BuildChildCommands(const ClusterOptions& o, const Cluster
       c.argv.insert(c.argv.end(),
                     {"--max-num-batched-tokens", std::to_string(o.max_num_batched_tokens)});
     }
+    if (o.device != "cpu") c.argv.insert(c.argv.end(), {"--device", o.device});
     out.push_back(std::move(c));
   }
   for (ChildSpec& c : out) c.env.push_back("KVASIR_CLUSTER_SECRET=" + o.cluster_secret);

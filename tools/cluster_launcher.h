@@ -30,6 +30,9 @@ struct ClusterOptions {
   int64_t kv_blocks = -1;          // attention workers' KV pool; -1: their default
   int64_t max_num_seqs = -1;       // decoders' batch limits; -1: their default
   int64_t max_num_batched_tokens = -1;
+  // The decoders' device: cpu, or cuda (dense layers on the GPU, attention on the host
+  // attention workers). Attention workers and the router stay on the CPU.
+  std::string device = "cpu";
   std::string api_key;  // router only; empty: none. Passed in its environment, not argv.
   // Shared by every child (in their environment) to authenticate the internal gRPC calls:
   // --cluster-secret-file or $KVASIR_CLUSTER_SECRET, else a fresh random one per launch.

@@ -126,6 +126,18 @@ TEST(ClusterOptions, OnlyGivenFlagsArePassedOn) {
                           "--router", "127.0.0.1:5002", "--decoder-id", "0"));
 }
 
+TEST(ClusterOptions, DeviceGoesToTheDecodersOnly) {
+  auto o = Parse({"--decoders", "1", "--attention", "1", "--device", "cuda"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  std::vector<ChildSpec> c = BuildChildCommands(*o, {{5000}, {5001}, 8000, 5002});
+  ASSERT_EQ(c.size(), 3u);
+  EXPECT_THAT(c[0].argv, ::testing::Not(::testing::Contains("--device")));
+  EXPECT_THAT(c[1].argv, ::testing::Not(::testing::Contains("--device")));
+  EXPECT_THAT(c[2].argv,
+              ElementsAre("/proc/self/exe", "decoder", "--host", "127.0.0.1", "--grpc-port", "5001",
+                          "--router", "127.0.0.1:5002", "--decoder-id", "0", "--device", "cuda"));
+}
+
 TEST(ClusterOptions, WildcardHostIsReachedOverLoopback) {
   EXPECT_EQ(ConnectHost("0.0.0.0"), "127.0.0.1");
   EXPECT_EQ(ConnectHost("::"), "::1");
@@ -163,6 +175,7 @@ TEST(ClusterOptions, BadFlagsAreInvalidArgumentsNamingTheFlag) {
        "is not a directory"},
       {{"--decoders", "1", "--attention", "1", "--host", ""}, "--host"},
       {{"--decoders", "1", "--attention", "1", "--bogus", "1"}, "unknown flag --bogus"},
+      {{"--decoders", "1", "--attention", "1", "--device", "tpu"}, "--device must be cpu or cuda"},
   };
   for (const auto& [args, needle] : cases) {
     auto o = Parse(args);

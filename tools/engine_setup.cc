@@ -6,10 +6,32 @@
 #include "common/logging.h"
 #include "model/default_model.h"
 #ifdef KVASIR_WITH_CUDA_RUNNER
-#include "runtime/cuda/cuda_model_runner.h"
+#include "model/cuda/cuda_model_runner.h"
 #endif
 
 namespace kvasir {
+
+absl::StatusOr<std::unique_ptr<StepRunner>> CreateRunnerOver(const LocalModel& m,
+                                                             const EngineOptions& o,
+                                                             AttentionExecutor* attention) {
+  if (o.device == "cuda") {
+#ifdef KVASIR_WITH_CUDA_RUNNER
+    CudaModelRunnerOptions co;
+    co.memory_fraction = o.gpu_memory_utilization;
+    ASSIGN_OR_RETURN(std::unique_ptr<CudaModelRunner> r,
+                     CudaModelRunner::Create(m.weights.get(), co, attention));
+    const ModelConfig& c = m.weights->config;
+    SPDLOG_INFO("model {} on CUDA (bf16 dense layers), attention over host KV: {} layers, dim {}, "
+                "{} heads / {} kv heads, vocab {}",
+                c.name, c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.vocab_size);
+    return std::unique_ptr<StepRunner>(std::move(r));
+#else
+    return absl::UnimplementedError("this build has no CUDA backend (built without nvcc)");
+#endif
+  }
+  return std::unique_ptr<StepRunner>(
+      std::make_unique<ModelRunner>(m.weights.get(), m.backend.get(), attention));
+}
 
 absl::StatusOr<std::unique_ptr<LocalModel>> CreateLocalModel(const EngineOptions& o) {
   auto e = std::make_unique<LocalModel>();

@@ -48,6 +48,13 @@ struct LocalModel {
 
 absl::StatusOr<std::unique_ptr<LocalModel>> CreateLocalModel(const EngineOptions& options);
 
+// A runner over the model's weights whose attention goes through `attention` (in-process
+// attention shards, or attention workers): the CPU ModelRunner, or with options.device cuda
+// the CudaModelRunner with its dense layers on the GPU and the KV wherever `attention` keeps it.
+absl::StatusOr<std::unique_ptr<StepRunner>> CreateRunnerOver(const LocalModel& model,
+                                                             const EngineOptions& options,
+                                                             AttentionExecutor* attention);
+
 // KV blocks of options.block_size tokens (per layer and KV head) the options ask for: kv_blocks,
 // else kv_tokens, else kv_contexts full contexts capped at kv_max_bytes.
 // The model flags (cli::With) into options, --device and --gpu-memory-utilization included.

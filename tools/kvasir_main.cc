@@ -31,7 +31,7 @@
 #include "tools/cluster_launcher.h"
 #include "tools/roles.h"
 #ifdef KVASIR_WITH_CUDA_RUNNER
-#include "runtime/cuda/cuda_model_runner.h"
+#include "model/cuda/cuda_model_runner.h"
 #endif
 
 namespace kvasir {

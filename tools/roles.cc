@@ -250,14 +250,10 @@ int ServeMain(int argc, char** argv) {
   eo.kv_blocks = blocks;
   eo.kv_contexts = 64;                  // default pool: 64 full contexts,
   eo.kv_max_bytes = int64_t{4} << 30;   // capped at 4 GiB of K+V
-  if (eo.device == "cuda") {
+  if (eo.device == "cuda" && !a.Has("attention-shards")) {
     // The KV pool lives on the GPU next to the weights (--gpu-memory-utilization sizes it
-    // unless --kv-blocks does); attention runs there, not on attention shards.
-    if (shards != 1) {
-      return Fail(absl::InvalidArgumentError(
-          "--attention-shards applies to the CPU engine; with --device cuda the KV pool is on "
-          "the GPU"));
-    }
+    // unless --kv-blocks does); attention runs there. With --attention-shards the KV goes to
+    // in-process attention shards in host memory instead (the path below).
     eo.max_num_seqs = std::max(ec.max_num_seqs, 1);
     KVASIR_ASSIGN_OR_FAIL(gm, CreateLocalModel(eo));
     Engine engine(gm->runner.get(), ec);
@@ -290,8 +286,8 @@ int ServeMain(int argc, char** argv) {
   }
   InProcessLinks links(names, ptrs);
   DistributedAttention attention(ShapeOf(c), &directory, links.Resolver());
-  ModelRunner runner(m->weights.get(), m->backend.get(), &attention);
-  Engine engine(&runner, ec);
+  KVASIR_ASSIGN_OR_FAIL(runner, CreateRunnerOver(*m, eo, &attention));
+  Engine engine(runner.get(), ec);
   SPDLOG_INFO("KV pool: {} blocks of {} tokens over {} in-process attention shard(s)",
               total / shards * shards, eo.block_size, shards);
   SignalWaiter signals;
@@ -374,11 +370,6 @@ int DecoderMain(int argc, char** argv) {
   if (id < 0 || id >= (int64_t{1} << 22)) {
     return Fail(absl::InvalidArgumentError("--decoder-id must be in [0, 4194304)"));
   }
-  if (eo.device != "cpu") {
-    return Fail(absl::UnimplementedError(
-        "the decoder role computes its dense layers on the CPU only: a CUDA decoder attending "
-        "over remote attention workers is not built yet (use `kvasir serve --device cuda`)"));
-  }
   KVASIR_ASSIGN_OR_FAIL(cluster_auth, ClusterAuthFromArgs(a));
   eo.local_kv = false;
   eo.need_tokenizer = false;
@@ -389,8 +380,8 @@ int DecoderMain(int argc, char** argv) {
   transport::GrpcAttentionLinks links(ShapeOf(c), cluster_auth,
                                       std::chrono::milliseconds(attention_timeout_ms));
   DistributedAttention attention(ShapeOf(c), &directory, links.Resolver(), id);
-  ModelRunner runner(m->weights.get(), m->backend.get(), &attention);
-  Engine engine(&runner, ec);
+  KVASIR_ASSIGN_OR_FAIL(runner, CreateRunnerOver(*m, eo, &attention));
+  Engine engine(runner.get(), ec);
   transport::DecoderGrpcService service(&engine, cluster_auth);
   SignalWaiter signals;
   engine.Start();

@@ -20,7 +20,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/status.h"
 #include "kvcache/kv_cache.h"
-#include "model/local_attention.h"
+#include "attention/local_attention.h"
 #include "runtime/backend.h"
 
 namespace kvasir {

@@ -15,8 +15,8 @@
 
 #include "attention/attention_shard.h"
 #include "kvcache/kv_directory.h"
-#include "model/attention_executor.h"
-#include "model/local_attention.h"
+#include "attention/attention_executor.h"
+#include "attention/local_attention.h"
 
 namespace kvasir {
 

@@ -7,7 +7,7 @@
 #include <utility>
 #include <vector>
 
-#include "model/attention_executor.h"
+#include "attention/attention_executor.h"
 #include "scheduler/kv_budget.h"
 
 namespace kvasir {

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "common/logging.h"
+#include "model/llama_forward.h"
 
 namespace kvasir {
 
@@ -94,11 +95,119 @@ std::vector<int32_t> SelectLogitRows(const std::vector<SequenceInput>& batch, in
   return rows;
 }
 
+// The CPU backend's ops for one step of ModelRunner::Forward.
+class ModelRunner::CpuStep : public LlamaStepOps {
+ public:
+  CpuStep(ModelRunner* r, int64_t T, const std::vector<int32_t>& ids,
+          const std::vector<int32_t>& positions, const std::vector<int32_t>& logit_rows,
+          ForwardResult* out)
+      : r_(r), c_(r->weights_->config), T_(T), ids_(ids), positions_(positions),
+        logit_rows_(logit_rows), out_(out) {}
+
+  absl::Status Embed(Act out) override {
+    r_->backend_->Embedding(ids_.data(), r_->weights_->embed, buf(out), T_, c_.hidden_size);
+    return absl::OkStatus();
+  }
+  absl::Status RmsNorm(Act x, NormWeight w, Act y) override {
+    r_->backend_->RmsNorm(buf(x), norm(w), buf(y), T_, c_.hidden_size, eps());
+    return absl::OkStatus();
+  }
+  absl::Status AddRmsNorm(Act residual, Act delta, NormWeight w, Act y) override {
+    r_->backend_->AddRmsNorm(buf(residual), buf(delta), norm(w), buf(y), T_, c_.hidden_size,
+                             eps());
+    return absl::OkStatus();
+  }
+  absl::Status Linear(int32_t layer, Matrix m, Act x, Act y) override {
+    const LayerWeights& lw = r_->weights_->layers[layer];
+    const int64_t d = c_.hidden_size, qd = c_.q_dim(), inter = c_.intermediate_size;
+    switch (m) {
+      case Matrix::kQkv:
+        r_->backend_->Gemm(buf(x), lw.wqkv, buf(y), T_, qd + 2 * c_.kv_dim(), d);
+        break;
+      case Matrix::kO:
+        r_->backend_->Gemm(buf(x), lw.wo, buf(y), T_, d, qd);
+        break;
+      case Matrix::kGateUp:
+        r_->backend_->Gemm(buf(x), lw.w_gate_up, buf(y), T_, 2 * inter, d);
+        break;
+      case Matrix::kDown:
+        r_->backend_->Gemm(buf(x), lw.w_down, buf(y), T_, d, inter);
+        break;
+    }
+    return absl::OkStatus();
+  }
+  absl::Status Rope(Act qkv) override {
+    r_->backend_->Rope(buf(qkv), T_, c_.q_dim() + 2 * c_.kv_dim(), c_.num_heads + c_.num_kv_heads,
+                       c_.head_dim, positions_.data(), r_->inv_freq_.data(), c_.rope_style);
+    return absl::OkStatus();
+  }
+  absl::Status Attention(int32_t layer, Act qkv, Act out) override {
+    return r_->attention_->Attend(layer, buf(qkv), c_.q_dim() + 2 * c_.kv_dim(), buf(out));
+  }
+  absl::Status SiluMul(Act gate_up, Act out) override {
+    r_->backend_->SiluMul(buf(gate_up), buf(out), T_, c_.intermediate_size);
+    return absl::OkStatus();
+  }
+  absl::Status Logits(Act normed) override {
+    const int64_t d = c_.hidden_size, R = static_cast<int64_t>(logit_rows_.size());
+    const float* h = buf(normed);
+    std::vector<float> sel(R * d);  // [R, hidden]
+    for (int64_t i = 0; i < R; ++i) {
+      std::copy(h + int64_t{logit_rows_[i]} * d, h + (int64_t{logit_rows_[i]} + 1) * d,
+                sel.begin() + i * d);
+    }
+    out_->logits.resize(R * c_.vocab_size);
+    r_->backend_->Gemm(sel.data(), r_->weights_->lm_head, out_->logits.data(), R, c_.vocab_size,
+                       d);
+    return absl::OkStatus();
+  }
+
+ private:
+  float eps() const { return static_cast<float>(c_.rms_norm_eps); }
+  const float* norm(NormWeight w) const {
+    switch (w.kind) {
+      case NormWeight::kAttn:
+        return r_->weights_->layers[w.layer].attn_norm;
+      case NormWeight::kFfn:
+        return r_->weights_->layers[w.layer].ffn_norm;
+      case NormWeight::kFinal:
+        break;
+    }
+    return r_->weights_->final_norm;
+  }
+  float* buf(Act a) const {
+    switch (a) {
+      case Act::kResidual:
+        return r_->x_.data();
+      case Act::kNormed:
+        return r_->h_.data();
+      case Act::kQkv:
+        return r_->qkv_.data();
+      case Act::kAttn:
+        return r_->attn_.data();
+      case Act::kDelta:
+        return r_->tmp_.data();
+      case Act::kGateUp:
+        return r_->gate_up_.data();
+      case Act::kMlp:
+        break;
+    }
+    return r_->act_.data();
+  }
+
+  ModelRunner* r_;
+  const ModelConfig& c_;
+  const int64_t T_;
+  const std::vector<int32_t>& ids_;
+  const std::vector<int32_t>& positions_;
+  const std::vector<int32_t>& logit_rows_;
+  ForwardResult* out_;
+};
+
 absl::StatusOr<ForwardResult> ModelRunner::Forward(const std::vector<SequenceInput>& batch) {
   const ModelConfig& c = weights_->config;
-  const int64_t d = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim(), hd = c.head_dim;
+  const int64_t d = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim();
   const int64_t inter = c.intermediate_size, qkv_dim = qd + 2 * kvd;
-  const float eps = static_cast<float>(c.rms_norm_eps);
 
   // ---- Validate everything before changing any state.
   RETURN_IF_ERROR(ValidateSequenceInputs(
@@ -113,14 +222,12 @@ absl::StatusOr<ForwardResult> ModelRunner::Forward(const std::vector<SequenceInp
 
   // ---- Flatten the batch.
   std::vector<int32_t> ids(T), positions(T);
-  std::vector<int32_t> row_seq(T);  // batch index of each token row
   {
     int64_t r = 0;
     for (size_t b = 0; b < batch.size(); ++b) {
       for (size_t i = 0; i < batch[b].tokens.size(); ++i, ++r) {
         ids[r] = batch[b].tokens[i];
         positions[r] = batch[b].start_pos + static_cast<int32_t>(i);
-        row_seq[r] = static_cast<int32_t>(b);
       }
     }
   }
@@ -132,40 +239,10 @@ absl::StatusOr<ForwardResult> ModelRunner::Forward(const std::vector<SequenceInp
   gate_up_.resize(T * 2 * inter);  // [T, 2 * intermediate]
   act_.resize(T * inter);          // [T, intermediate]
 
-  backend_->Embedding(ids.data(), weights_->embed, x_.data(), T, d);
-
-  for (int32_t l = 0; l < c.num_layers; ++l) {
-    const LayerWeights& lw = weights_->layers[l];
-    if (l == 0) {
-      backend_->RmsNorm(x_.data(), lw.attn_norm, h_.data(), T, d, eps);
-    }
-    backend_->Gemm(h_.data(), lw.wqkv, qkv_.data(), T, qkv_dim, d);
-    backend_->Rope(qkv_.data(), T, qkv_dim, c.num_heads + c.num_kv_heads, hd, positions.data(),
-                   inv_freq_.data(), c.rope_style);
-
-    RETURN_IF_ERROR(attention_->Attend(l, qkv_.data(), qkv_dim, attn_.data()));
-
-    backend_->Gemm(attn_.data(), lw.wo, tmp_.data(), T, d, qd);
-    backend_->AddRmsNorm(x_.data(), tmp_.data(), lw.ffn_norm, h_.data(), T, d, eps);
-    backend_->Gemm(h_.data(), lw.w_gate_up, gate_up_.data(), T, 2 * inter, d);
-    backend_->SiluMul(gate_up_.data(), act_.data(), T, inter);
-    backend_->Gemm(act_.data(), lw.w_down, tmp_.data(), T, d, inter);
-    const float* next_norm = l + 1 < c.num_layers ? weights_->layers[l + 1].attn_norm
-                                                  : weights_->final_norm;
-    backend_->AddRmsNorm(x_.data(), tmp_.data(), next_norm, h_.data(), T, d, eps);
-  }
-
-  // ---- Logits for the rows asked for (h_ holds the final-normed hidden states).
   ForwardResult out;
   const std::vector<int32_t> rows = SelectLogitRows(batch, c.vocab_size, &out);
-  const int64_t R = static_cast<int64_t>(rows.size());
-  std::vector<float> sel(R * d);  // [R, hidden]
-  for (int64_t i = 0; i < R; ++i) {
-    std::copy(h_.begin() + int64_t{rows[i]} * d, h_.begin() + (int64_t{rows[i]} + 1) * d,
-              sel.begin() + i * d);
-  }
-  out.logits.resize(R * c.vocab_size);
-  backend_->Gemm(sel.data(), weights_->lm_head, out.logits.data(), R, c.vocab_size, d);
+  CpuStep step_ops(this, T, ids, positions, rows, &out);
+  RETURN_IF_ERROR(RunLlamaForward(c.num_layers, step_ops));
   return out;
 }
 

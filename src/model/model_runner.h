@@ -14,8 +14,8 @@
 
 #include "common/status.h"
 #include "kvcache/kv_cache.h"
-#include "model/attention_executor.h"
-#include "model/local_attention.h"
+#include "attention/attention_executor.h"
+#include "attention/local_attention.h"
 #include "model/weights.h"
 #include "runtime/backend.h"
 
@@ -88,7 +88,8 @@ class StepRunner {
   virtual bool samples_on_device() const { return false; }
 };
 
-// Runs on the CPU backend; attention through an AttentionExecutor. Ignores
+// Runs the Llama forward (llama_forward.h) on the CPU backend; attention through an
+// AttentionExecutor. Ignores
 // SequenceInput::sampling (always returns logits).
 class ModelRunner : public StepRunner {
  public:
@@ -114,6 +115,8 @@ class ModelRunner : public StepRunner {
   AttentionExecutor* attention() { return attention_; }
 
  private:
+  class CpuStep;  // the forward's ops for one step (model_runner.cc)
+
   const ModelWeights* weights_;
   Backend* backend_;
   std::unique_ptr<LocalAttention> local_;  // set by the KvCache constructor

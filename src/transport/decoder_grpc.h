@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "decoder/engine.h"
-#include "model/attention_executor.h"
+#include "attention/attention_executor.h"
 #include "scheduler/placement.h"
 #include "transport/grpc_auth.h"
 #include "transport/grpc_server.h"

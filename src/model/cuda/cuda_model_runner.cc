@@ -1,4 +1,4 @@
-#include "runtime/cuda/cuda_model_runner.h"
+#include "model/cuda/cuda_model_runner.h"
 
 #include <algorithm>
 #include <chrono>
@@ -77,22 +77,6 @@ struct StepShape {
 
 namespace cuda_internal {
 
-DeviceBuffer::~DeviceBuffer() {
-  if (ptr_ != nullptr) (void)cudaFree(ptr_);
-}
-
-absl::Status DeviceBuffer::Grow(size_t bytes) {
-  if (bytes <= bytes_) return absl::OkStatus();
-  if (ptr_ != nullptr) {
-    CUDA_RETURN_IF_ERROR(cudaFree(ptr_));
-    ptr_ = nullptr;
-    bytes_ = 0;
-  }
-  CUDA_RETURN_IF_ERROR(cudaMalloc(&ptr_, bytes));
-  bytes_ = bytes;
-  return absl::OkStatus();
-}
-
 StepShape::StepShape(int64_t t, int64_t p, int64_t s, int64_t r, int32_t kvh)
     : T(t), P(p), S(s), I((t - p) * kvh), R(r) {
   off_ids = 0;
@@ -155,8 +139,9 @@ void GemmPlan::Reset() {
 
 }  // namespace cuda_internal
 
-CudaModelRunner::CudaModelRunner(const ModelWeights* weights, const CudaModelRunnerOptions& options)
-    : weights_(weights), options_(options) {}
+CudaModelRunner::CudaModelRunner(const ModelWeights* weights, const CudaModelRunnerOptions& options,
+                                 AttentionExecutor* external)
+    : weights_(weights), options_(options), external_(external) {}
 
 CudaModelRunner::~CudaModelRunner() {
   for (const auto& [bucket, t] : replay_timing_) {
@@ -177,6 +162,12 @@ CudaModelRunner::~CudaModelRunner() {
 
 absl::StatusOr<std::unique_ptr<CudaModelRunner>> CudaModelRunner::Create(
     const ModelWeights* weights, const CudaModelRunnerOptions& options) {
+  return Create(weights, options, nullptr);
+}
+
+absl::StatusOr<std::unique_ptr<CudaModelRunner>> CudaModelRunner::Create(
+    const ModelWeights* weights, const CudaModelRunnerOptions& options,
+    AttentionExecutor* attention) {
   const ModelConfig& c = weights->config;
   RETURN_IF_ERROR(c.Validate());
   if (weights->embed == nullptr || weights->lm_head == nullptr ||
@@ -190,7 +181,7 @@ absl::StatusOr<std::unique_ptr<CudaModelRunner>> CudaModelRunner::Create(
         options.max_seqs, " sequences, memory fraction ", options.memory_fraction));
   }
   const int32_t hd = c.head_dim;
-  if (hd != 8 && hd != 32 && hd != 64 && hd != 128 && hd != 256) {
+  if (attention == nullptr && hd != 8 && hd != 32 && hd != 64 && hd != 128 && hd != 256) {
     return absl::UnimplementedError(
         absl::StrCat("head_dim ", hd, " is not supported by the CUDA paged decode kernel"));
   }
@@ -200,7 +191,7 @@ absl::StatusOr<std::unique_ptr<CudaModelRunner>> CudaModelRunner::Create(
     return absl::FailedPreconditionError(
         absl::StrCat("no CUDA device ", options.device, " (", count, " found)"));
   }
-  std::unique_ptr<CudaModelRunner> r(new CudaModelRunner(weights, options));
+  std::unique_ptr<CudaModelRunner> r(new CudaModelRunner(weights, options, attention));
   RETURN_IF_ERROR(r->Init());
   return r;
 }
@@ -253,7 +244,11 @@ absl::Status CudaModelRunner::Init() {
     RETURN_IF_ERROR(UploadBf16(w.w_gate_up, 2 * inter * d, &dl.w_gate_up));
     RETURN_IF_ERROR(UploadBf16(w.w_down, d * inter, &dl.w_down));
   }
+  return external_ != nullptr ? absl::OkStatus() : InitKvPool();
+}
 
+absl::Status CudaModelRunner::InitKvPool() {
+  const ModelConfig& c = weights_->config;
   // KV pool: K and V of one block, plus its share of the page-table mirror.
   const int64_t tables_per_seq = int64_t{c.num_layers} * c.num_kv_heads;
   const int64_t ctx_blocks =
@@ -446,7 +441,12 @@ absl::Status CudaModelRunner::ValidateBatch(const ModelConfig& c, const KvCache&
 absl::StatusOr<ForwardResult> CudaModelRunner::Forward(const std::vector<SequenceInput>& batch) {
   const auto start = std::chrono::steady_clock::now();
   const ModelConfig& c = weights_->config;
-  RETURN_IF_ERROR(ValidateBatch(c, *cache_, batch));
+  if (external_ != nullptr) {
+    RETURN_IF_ERROR(ValidateSequenceInputs(
+        c, batch, [&](int64_t id) { return external_->Contains(id); }));
+  } else {
+    RETURN_IF_ERROR(ValidateBatch(c, *cache_, batch));
+  }
   CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
   int64_t T = 0;
   bool pure_decode = true;  // every entry one token with a logits row: a graph can run it
@@ -459,8 +459,17 @@ absl::StatusOr<ForwardResult> CudaModelRunner::Forward(const std::vector<Sequenc
     empty.vocab_size = c.vocab_size;
     return empty;
   }
-  for (const SequenceInput& s : batch) {
-    RETURN_IF_ERROR(cache_->Reserve(s.seq_id, static_cast<int32_t>(s.tokens.size())));
+  if (external_ != nullptr) {
+    std::vector<AttentionStepSeq> step(batch.size());
+    for (size_t b = 0; b < batch.size(); ++b) {
+      step[b] = {batch[b].seq_id, batch[b].start_pos,
+                 static_cast<int32_t>(batch[b].tokens.size())};
+    }
+    RETURN_IF_ERROR(external_->BeginStep(step));
+  } else {
+    for (const SequenceInput& s : batch) {
+      RETURN_IF_ERROR(cache_->Reserve(s.seq_id, static_cast<int32_t>(s.tokens.size())));
+    }
   }
 
   // ---- Rows that get logits.
@@ -472,8 +481,9 @@ absl::StatusOr<ForwardResult> CudaModelRunner::Forward(const std::vector<Sequenc
     device_sampling |= s.runner_samples();
   }
 
-  std::vector<int32_t> seq_slot;
-  RETURN_IF_ERROR(SyncTables(batch, &seq_slot));
+  std::vector<int32_t> seq_slot(batch.size(), 0);
+  pairs_host_.clear();
+  if (external_ == nullptr) RETURN_IF_ERROR(SyncTables(batch, &seq_slot));
   // Mirror updates (never in a graph: their number changes from step to step).
   if (!pairs_host_.empty()) {
     RETURN_IF_ERROR(pairs_.Grow(pairs_host_.size() * sizeof(int32_t)));
@@ -496,8 +506,10 @@ absl::StatusOr<ForwardResult> CudaModelRunner::Forward(const std::vector<Sequenc
   // Sampled tokens, then their logprobs this many rows later.
   const int64_t sample_stride = graph.ran ? graph.sample_stride : R;
   RETURN_IF_ERROR(FinishStep(batch, R, sample_stride, graph.ran ? graph_buf_ : eager_, &out));
-  for (const SequenceInput& s : batch) {
-    cache_->Advance(s.seq_id, static_cast<int32_t>(s.tokens.size()));
+  if (external_ == nullptr) {
+    for (const SequenceInput& s : batch) {
+      cache_->Advance(s.seq_id, static_cast<int32_t>(s.tokens.size()));
+    }
   }
   if (graph.timed_bucket > 0) {
     float gpu_ms = 0.0f;
@@ -531,7 +543,8 @@ int32_t CudaModelRunner::BuildMeta(const std::vector<SequenceInput>& batch,
   meta_host_[s.off_chunk_start] = 0;
   for (size_t b = 0; b < batch.size(); ++b) {
     const SequenceInput& in = batch[b];
-    const bool prefill = in.tokens.size() > 1;
+    // With external attention the rows stay in batch order, as the executor expects them.
+    const bool prefill = external_ == nullptr && in.tokens.size() > 1;
     const int64_t seq_base = int64_t{seq_slot[b]} * seq_stride;
     if (prefill) {
       meta_host_[s.off_chunk_pos + chunk] = in.start_pos;
@@ -685,7 +698,7 @@ absl::Status CudaModelRunner::ForwardEager(const std::vector<SequenceInput>& bat
   int32_t max_chunk = 0;
   for (const SequenceInput& in : batch) {
     T += static_cast<int64_t>(in.tokens.size());
-    if (in.tokens.size() > 1) {
+    if (in.tokens.size() > 1 && external_ == nullptr) {
       ++S;
       P += static_cast<int64_t>(in.tokens.size());
       max_chunk = std::max(max_chunk, static_cast<int32_t>(in.tokens.size()));
@@ -700,9 +713,11 @@ absl::Status CudaModelRunner::ForwardEager(const std::vector<SequenceInput>& bat
   for (int64_t k = 0; k < R && s.rows_identity; ++k) {
     s.rows_identity = meta_host_[s.off_rows + k] == k;
   }
-  s.plan = cuda::PlanPagedDecode(static_cast<int32_t>(s.I), c.group_size(), c.head_dim, max_kv_len,
-                                 num_sms_);
-  if (options_.attention_split > 0 && s.I > 0) {
+  if (external_ == nullptr) {
+    s.plan = cuda::PlanPagedDecode(static_cast<int32_t>(s.I), c.group_size(), c.head_dim,
+                                   max_kv_len, num_sms_);
+  }
+  if (options_.attention_split > 0 && s.I > 0 && external_ == nullptr) {
     s.plan.kv_chunk_size = options_.attention_split;
     s.plan.num_splits = (max_kv_len + s.plan.kv_chunk_size - 1) / s.plan.kv_chunk_size;
     s.plan.workspace_o_elems = s.I * s.plan.num_splits * c.group_size() * c.head_dim;
@@ -714,201 +729,292 @@ absl::Status CudaModelRunner::ForwardEager(const std::vector<SequenceInput>& bat
   return EnqueueStep(s, gemm_, eager_);
 }
 
-absl::Status CudaModelRunner::EnqueueStep(const cuda_internal::StepShape& s,
-                                          const cuda_internal::GemmSet& gemm,
-                                          cuda_internal::StepBuffers& buf) {
-  const ModelConfig& c = weights_->config;
-  const int64_t d = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim(), hd = c.head_dim;
-  const int64_t inter = c.intermediate_size, qkv_dim = qd + 2 * kvd;
-  const int32_t KVH = c.num_kv_heads, G = c.group_size(), L = c.num_layers;
-  const int32_t bs = options_.block_size;
-  const float eps = static_cast<float>(c.rms_norm_eps);
-  const int64_t T = s.T, P = s.P, R = s.R;
-  const int64_t layer_stride = int64_t{KVH} * max_blocks_;
-  const int32_t* d_meta = buf.meta.as<int32_t>();
+// The CUDA backend's ops for one step's device work: the step's shape, GEMM plans and scratch;
+// launches only (capturable when the attention is the device pool's).
+class CudaModelRunner::CudaStep : public LlamaStepOps {
+ public:
+  CudaStep(CudaModelRunner* r, const cuda_internal::StepShape& s,
+           const cuda_internal::GemmSet& gemm, cuda_internal::StepBuffers& buf)
+      : r_(r), c_(r->weights_->config), s_(s), gemm_(gemm), buf_(buf),
+        meta_(buf.meta.as<int32_t>()), stream_(r->stream_) {}
 
-  // KV-append slots of every layer from the mirror (-1 for padding rows).
-  {
-    cuda::KvSlotsParams p;
-    p.tables = tables_.as<int32_t>();
-    p.row_slot = d_meta + s.off_row_slot;
-    p.positions = d_meta + s.off_pos;
-    p.T = static_cast<int32_t>(T);
-    p.num_layers = L;
-    p.num_kv_heads = KVH;
-    p.max_blocks = max_blocks_;
-    p.block_size = bs;
-    p.slots = buf.slots.as<int64_t>();
-    CUDA_RETURN_IF_ERROR(cuda::InvokeKvSlots(p, stream_));
-  }
-  float* x = buf.x.as<float>();
-  float* h = buf.h.as<float>();
-  __nv_bfloat16* xb = buf.xb.as<__nv_bfloat16>();
-  float* qkv = buf.qkv.as<float>();
-  float* tmp = buf.tmp.as<float>();
-  const __nv_bfloat16* embed = embed_.as<__nv_bfloat16>();
-
-  // Embedding: gather bf16 rows into xb, widen into the fp32 residual stream.
-  {
+  absl::Status Embed(Act out) override {
+    // Gather bf16 rows into xb, widen into fp32.
     cuda::EmbeddingParams<__nv_bfloat16> p;
-    p.ids = d_meta + s.off_ids;
-    p.table = embed;
-    p.out = xb;
-    p.m = T;
-    p.d = d;
-    p.vocab_size = c.vocab_size;
+    p.ids = meta_ + s_.off_ids;
+    p.table = r_->embed_.as<__nv_bfloat16>();
+    p.out = xb();
+    p.m = s_.T;
+    p.d = c_.hidden_size;
+    p.vocab_size = c_.vocab_size;
     CUDA_RETURN_IF_ERROR(cuda::InvokeEmbedding(p, stream_));
-    CUDA_RETURN_IF_ERROR(cuda::InvokeCastToFloat(xb, x, T * d, stream_));
+    CUDA_RETURN_IF_ERROR(cuda::InvokeCastToFloat(xb(), buf(out), s_.T * c_.hidden_size, stream_));
+    return absl::OkStatus();
+  }
+  absl::Status RmsNorm(Act x, NormWeight w, Act y) override {
+    cuda::RmsNormParams<float> p;
+    p.x = buf(x);
+    p.weight = norm(w);
+    p.y = buf(y);
+    p.m = s_.T;
+    p.d = c_.hidden_size;
+    p.eps = eps();
+    CUDA_RETURN_IF_ERROR(cuda::InvokeRmsNorm(p, stream_));
+    return absl::OkStatus();
+  }
+  absl::Status AddRmsNorm(Act residual, Act delta, NormWeight w, Act y) override {
+    cuda::AddRmsNormParams<float> p;
+    p.residual = buf(residual);
+    p.delta = buf(delta);
+    p.weight = norm(w);
+    p.y = buf(y);
+    p.m = s_.T;
+    p.d = c_.hidden_size;
+    p.eps = eps();
+    CUDA_RETURN_IF_ERROR(cuda::InvokeAddRmsNorm(p, stream_));
+    return absl::OkStatus();
+  }
+  // bf16 operands (x cast into xb), fp32 accumulation and output.
+  absl::Status Linear(int32_t layer, Matrix m, Act x, Act y) override {
+    const DeviceLayer& lw = r_->layers_[layer];
+    const cuda_internal::GemmPlan* plan = nullptr;
+    const cuda_internal::DeviceBuffer* w = nullptr;
+    switch (m) {
+      case Matrix::kQkv:
+        plan = &gemm_.qkv;
+        w = &lw.wqkv;
+        break;
+      case Matrix::kO:
+        plan = &gemm_.o;
+        w = &lw.wo;
+        break;
+      case Matrix::kGateUp:
+        plan = &gemm_.gate_up;
+        w = &lw.w_gate_up;
+        break;
+      case Matrix::kDown:
+        plan = &gemm_.down;
+        w = &lw.w_down;
+        break;
+    }
+    CUDA_RETURN_IF_ERROR(cuda::InvokeCastToBf16(buf(x), xb(), s_.T * plan->k, stream_));
+    return r_->Gemm(*plan, xb(), w->as<__nv_bfloat16>(), buf(y));
+  }
+  absl::Status Rope(Act qkv) override {
+    cuda::RopeParams<float> p;
+    p.x = buf(qkv);
+    p.m = s_.T;
+    p.row_stride = qkv_dim();
+    p.num_heads = c_.num_heads + c_.num_kv_heads;
+    p.head_dim = c_.head_dim;
+    p.positions = meta_ + s_.off_pos;
+    p.inv_freq = r_->inv_freq_.as<float>();
+    p.layout = c_.rope_style == RopeStyle::kInterleaved ? cuda::RopeLayout::kInterleaved
+                                                        : cuda::RopeLayout::kHalf;
+    CUDA_RETURN_IF_ERROR(cuda::InvokeRope(p, stream_));
+    return absl::OkStatus();
+  }
+  absl::Status Attention(int32_t layer, Act qkv_act, Act out) override {
+    const float* qkv = buf(qkv_act);
+    if (r_->external_ != nullptr) return r_->ExternalAttention(layer, s_, qkv, buf(out));
+    return DeviceAttention(layer, qkv, buf(out));
+  }
+  absl::Status SiluMul(Act gate_up, Act out) override {
+    cuda::SiluMulParams<float> p;
+    p.gate_up = buf(gate_up);
+    p.out = buf(out);
+    p.m = s_.T;
+    p.h = c_.intermediate_size;
+    CUDA_RETURN_IF_ERROR(cuda::InvokeSiluMul(p, stream_));
+    return absl::OkStatus();
+  }
+  absl::Status Logits(Act normed) override {
+    const int64_t T = s_.T, R = s_.R, d = c_.hidden_size;
+    if (R == 0) return absl::OkStatus();
+    CUDA_RETURN_IF_ERROR(cuda::InvokeCastToBf16(buf(normed), xb(), T * d, stream_));
+    const __nv_bfloat16* lm_in = xb();
+    if (!s_.rows_identity) {
+      cuda::EmbeddingParams<__nv_bfloat16> gather;  // row gather: "ids" are row indices
+      gather.ids = meta_ + s_.off_rows;
+      gather.table = xb();
+      gather.out = buf_.sel.as<__nv_bfloat16>();
+      gather.m = R;
+      gather.d = d;
+      gather.vocab_size = static_cast<int32_t>(T);
+      CUDA_RETURN_IF_ERROR(cuda::InvokeEmbedding(gather, stream_));
+      lm_in = buf_.sel.as<__nv_bfloat16>();
+    }
+    const __nv_bfloat16* lm_head =
+        (r_->lm_head_tied_ ? r_->embed_ : r_->lm_head_).as<__nv_bfloat16>();
+    RETURN_IF_ERROR(r_->Gemm(gemm_.lm_head, lm_in, lm_head, buf_.logits.as<float>()));
+    if (s_.sample) {
+      cuda::SampleParams sp;
+      sp.logits = buf_.logits.as<float>();
+      sp.logits_stride = c_.vocab_size;
+      sp.rows = static_cast<int32_t>(R);
+      sp.vocab = c_.vocab_size;
+      sp.params = buf_.sample_params.as<cuda::SampleRowParams>();
+      sp.out_tokens = buf_.sampled.as<int32_t>();
+      sp.out_logprobs = reinterpret_cast<float*>(buf_.sampled.as<int32_t>() + R);
+      CUDA_RETURN_IF_ERROR(cuda::InvokeSample(sp, stream_));
+    }
+    return absl::OkStatus();
   }
 
-  // x += tmp; h = RmsNorm(x) * weight (the residual stream and the next op's input).
-  auto add_norm = [&](const cuda_internal::DeviceBuffer& weight) {
-    cuda::AddRmsNormParams<float> p;
-    p.residual = x;
-    p.delta = tmp;
-    p.weight = weight.as<float>();
-    p.y = h;
-    p.m = T;
-    p.d = d;
-    p.eps = eps;
-    return cuda::InvokeAddRmsNorm(p, stream_);
-  };
-  for (int32_t l = 0; l < L; ++l) {
-    const DeviceLayer& lw = layers_[l];
-    if (l == 0) {
-      cuda::RmsNormParams<float> p;
-      p.x = x;
-      p.weight = lw.attn_norm.as<float>();
-      p.y = h;
-      p.m = T;
-      p.d = d;
-      p.eps = eps;
-      CUDA_RETURN_IF_ERROR(cuda::InvokeRmsNorm(p, stream_));
-    }
-    CUDA_RETURN_IF_ERROR(cuda::InvokeCastToBf16(h, xb, T * d, stream_));
-    RETURN_IF_ERROR(Gemm(gemm.qkv, xb, lw.wqkv.as<__nv_bfloat16>(), qkv));
-    {
-      cuda::RopeParams<float> p;
-      p.x = qkv;
-      p.m = T;
-      p.row_stride = qkv_dim;
-      p.num_heads = c.num_heads + c.num_kv_heads;
-      p.head_dim = static_cast<int32_t>(hd);
-      p.positions = d_meta + s.off_pos;
-      p.inv_freq = inv_freq_.as<float>();
-      p.layout = c.rope_style == RopeStyle::kInterleaved ? cuda::RopeLayout::kInterleaved
-                                                         : cuda::RopeLayout::kHalf;
-      CUDA_RETURN_IF_ERROR(cuda::InvokeRope(p, stream_));
-    }
+ private:
+  // The device pool's attention: append k, v at the step's slots, then the prefill kernel for
+  // the chunk rows (first P rows) and the decode kernel for the single-token rows.
+  absl::Status DeviceAttention(int32_t l, const float* qkv, float* attn) {
+    const int64_t T = s_.T, P = s_.P, qd = c_.q_dim(), kvd = c_.kv_dim();
+    const int32_t KVH = c_.num_kv_heads, G = c_.group_size(), hd = c_.head_dim;
+    const int32_t bs = r_->options_.block_size;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     {
       cuda::KvAppendParams<float, __nv_bfloat16> p;
       p.k = qkv + qd;
       p.v = qkv + qd + kvd;
-      p.src_stride = qkv_dim;
+      p.src_stride = qkv_dim();
       p.n = static_cast<int32_t>(T);
       p.num_heads = KVH;
-      p.head_dim = static_cast<int32_t>(hd);
-      p.slot_mapping = buf.slots.as<int64_t>() + l * T * KVH;
-      p.k_pool = k_pool_.as<__nv_bfloat16>();
-      p.v_pool = v_pool_.as<__nv_bfloat16>();
+      p.head_dim = hd;
+      p.slot_mapping = buf_.slots.as<int64_t>() + l * T * KVH;
+      p.k_pool = r_->k_pool_.as<__nv_bfloat16>();
+      p.v_pool = r_->v_pool_.as<__nv_bfloat16>();
       CUDA_RETURN_IF_ERROR(cuda::InvokeKvAppend(p, stream_));
     }
     // Pack the q heads so that item (t, h) sits at q + (t * KVH + h) * G * hd.
-    CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(buf.q.as<void>(), qd * sizeof(float), qkv,
-                                           qkv_dim * sizeof(float), qd * sizeof(float), T,
+    CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(buf_.q.as<void>(), qd * sizeof(float), qkv,
+                                           qkv_dim() * sizeof(float), qd * sizeof(float), T,
                                            cudaMemcpyDeviceToDevice, stream_));
-    const int32_t* layer_tables = tables_.as<int32_t>() + l * layer_stride;
-    if (s.I > 0) {
+    const int32_t* layer_tables =
+        r_->tables_.as<int32_t>() + l * (int64_t{KVH} * r_->max_blocks_);
+    if (s_.I > 0) {
       cuda::PagedDecodeParams<__nv_bfloat16> p;
-      p.k_pool = k_pool_.as<__nv_bfloat16>();
-      p.v_pool = v_pool_.as<__nv_bfloat16>();
-      p.block_table_offsets = d_meta + s.off_item;
+      p.k_pool = r_->k_pool_.as<__nv_bfloat16>();
+      p.v_pool = r_->v_pool_.as<__nv_bfloat16>();
+      p.block_table_offsets = meta_ + s_.off_item;
       p.block_ids = layer_tables;
-      p.begin = d_meta + s.off_begin;
-      p.end = d_meta + s.off_end;
-      p.q = buf.q.as<float>() + P * qd;
-      p.o = buf.attn.as<float>() + P * qd;
-      p.lse = buf.lse.as<float>();
-      p.num_items = static_cast<int32_t>(s.I);
+      p.begin = meta_ + s_.off_begin;
+      p.end = meta_ + s_.off_end;
+      p.q = buf_.q.as<float>() + P * qd;
+      p.o = attn + P * qd;
+      p.lse = buf_.lse.as<float>();
+      p.num_items = static_cast<int32_t>(s_.I);
       p.block_size = bs;
-      p.head_dim = static_cast<int32_t>(hd);
+      p.head_dim = hd;
       p.group = G;
-      p.scale = 1.0f / std::sqrt(static_cast<float>(hd));
-      p.num_splits = s.plan.num_splits;
-      p.kv_chunk_size = s.plan.kv_chunk_size;
-      p.workspace_o = buf.ws_o.as<float>();
-      p.workspace_lse = buf.ws_lse.as<float>();
+      p.scale = scale;
+      p.num_splits = s_.plan.num_splits;
+      p.kv_chunk_size = s_.plan.kv_chunk_size;
+      p.workspace_o = buf_.ws_o.as<float>();
+      p.workspace_lse = buf_.ws_lse.as<float>();
       CUDA_RETURN_IF_ERROR(cuda::InvokePagedDecode(p, stream_));
     }
-    if (s.S > 0) {
+    if (s_.S > 0) {
       cuda::PagedPrefillParams<__nv_bfloat16> p;
-      p.k_pool = k_pool_.as<__nv_bfloat16>();
-      p.v_pool = v_pool_.as<__nv_bfloat16>();
-      p.block_table_offsets = d_meta + s.off_chunk_table;
+      p.k_pool = r_->k_pool_.as<__nv_bfloat16>();
+      p.v_pool = r_->v_pool_.as<__nv_bfloat16>();
+      p.block_table_offsets = meta_ + s_.off_chunk_table;
       p.block_ids = layer_tables;
-      p.row_start = d_meta + s.off_chunk_start;
-      p.pos0 = d_meta + s.off_chunk_pos;
-      p.q = buf.q.as<float>();
+      p.row_start = meta_ + s_.off_chunk_start;
+      p.pos0 = meta_ + s_.off_chunk_pos;
+      p.q = buf_.q.as<float>();
       p.q_row_stride = qd;
-      p.o = buf.attn.as<float>();
+      p.o = attn;
       p.o_row_stride = qd;
-      p.num_seqs = static_cast<int32_t>(s.S);
+      p.num_seqs = static_cast<int32_t>(s_.S);
       p.num_kv_heads = KVH;
       p.group = G;
-      p.head_dim = static_cast<int32_t>(hd);
+      p.head_dim = hd;
       p.block_size = bs;
-      p.max_rows = s.max_chunk;
-      p.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+      p.max_rows = s_.max_chunk;
+      p.scale = scale;
       CUDA_RETURN_IF_ERROR(cuda::InvokePagedPrefill(p, stream_));
     }
-    CUDA_RETURN_IF_ERROR(cuda::InvokeCastToBf16(buf.attn.as<float>(), xb, T * qd, stream_));
-    RETURN_IF_ERROR(Gemm(gemm.o, xb, lw.wo.as<__nv_bfloat16>(), tmp));
-    CUDA_RETURN_IF_ERROR(add_norm(lw.ffn_norm));
-    CUDA_RETURN_IF_ERROR(cuda::InvokeCastToBf16(h, xb, T * d, stream_));
-    RETURN_IF_ERROR(
-        Gemm(gemm.gate_up, xb, lw.w_gate_up.as<__nv_bfloat16>(), buf.gate_up.as<float>()));
-    {
-      cuda::SiluMulParams<float> p;
-      p.gate_up = buf.gate_up.as<float>();
-      p.out = buf.act.as<float>();
-      p.m = T;
-      p.h = inter;
-      CUDA_RETURN_IF_ERROR(cuda::InvokeSiluMul(p, stream_));
-    }
-    CUDA_RETURN_IF_ERROR(cuda::InvokeCastToBf16(buf.act.as<float>(), xb, T * inter, stream_));
-    RETURN_IF_ERROR(Gemm(gemm.down, xb, lw.w_down.as<__nv_bfloat16>(), tmp));
-    CUDA_RETURN_IF_ERROR(add_norm(l + 1 < L ? layers_[l + 1].attn_norm : final_norm_));
+    return absl::OkStatus();
   }
-  if (R == 0) return absl::OkStatus();
 
-  // ---- Logits for the rows asked for (h holds the final-normed hidden states).
-  CUDA_RETURN_IF_ERROR(cuda::InvokeCastToBf16(h, xb, T * d, stream_));
-  const __nv_bfloat16* lm_in = xb;
-  if (!s.rows_identity) {
-    cuda::EmbeddingParams<__nv_bfloat16> gather;  // row gather: "ids" are row indices
-    gather.ids = d_meta + s.off_rows;
-    gather.table = xb;
-    gather.out = buf.sel.as<__nv_bfloat16>();
-    gather.m = R;
-    gather.d = d;
-    gather.vocab_size = static_cast<int32_t>(T);
-    CUDA_RETURN_IF_ERROR(cuda::InvokeEmbedding(gather, stream_));
-    lm_in = buf.sel.as<__nv_bfloat16>();
+  int64_t qkv_dim() const { return c_.q_dim() + 2 * int64_t{c_.kv_dim()}; }
+  float eps() const { return static_cast<float>(c_.rms_norm_eps); }
+  __nv_bfloat16* xb() const { return buf_.xb.as<__nv_bfloat16>(); }
+  const float* norm(NormWeight w) const {
+    switch (w.kind) {
+      case NormWeight::kAttn:
+        return r_->layers_[w.layer].attn_norm.as<float>();
+      case NormWeight::kFfn:
+        return r_->layers_[w.layer].ffn_norm.as<float>();
+      case NormWeight::kFinal:
+        break;
+    }
+    return r_->final_norm_.as<float>();
   }
-  const __nv_bfloat16* lm_head = lm_head_tied_ ? embed : lm_head_.as<__nv_bfloat16>();
-  RETURN_IF_ERROR(Gemm(gemm.lm_head, lm_in, lm_head, buf.logits.as<float>()));
-  if (s.sample) {
-    cuda::SampleParams sp;
-    sp.logits = buf.logits.as<float>();
-    sp.logits_stride = c.vocab_size;
-    sp.rows = static_cast<int32_t>(R);
-    sp.vocab = c.vocab_size;
-    sp.params = buf.sample_params.as<cuda::SampleRowParams>();
-    sp.out_tokens = buf.sampled.as<int32_t>();
-    sp.out_logprobs = reinterpret_cast<float*>(buf.sampled.as<int32_t>() + R);
-    CUDA_RETURN_IF_ERROR(cuda::InvokeSample(sp, stream_));
+  float* buf(Act a) const {
+    switch (a) {
+      case Act::kResidual:
+        return buf_.x.as<float>();
+      case Act::kNormed:
+        return buf_.h.as<float>();
+      case Act::kQkv:
+        return buf_.qkv.as<float>();
+      case Act::kAttn:
+        return buf_.attn.as<float>();
+      case Act::kDelta:
+        return buf_.tmp.as<float>();
+      case Act::kGateUp:
+        return buf_.gate_up.as<float>();
+      case Act::kMlp:
+        break;
+    }
+    return buf_.act.as<float>();
   }
+
+  CudaModelRunner* r_;
+  const ModelConfig& c_;
+  const cuda_internal::StepShape& s_;
+  const cuda_internal::GemmSet& gemm_;
+  cuda_internal::StepBuffers& buf_;
+  const int32_t* meta_;
+  cudaStream_t stream_;
+};
+
+absl::Status CudaModelRunner::ExternalAttention(int32_t layer, const cuda_internal::StepShape& s,
+                                                const float* qkv, float* out) {
+  const ModelConfig& c = weights_->config;
+  const int64_t qkv_dim = c.q_dim() + 2 * int64_t{c.kv_dim()}, qd = c.q_dim();
+  const size_t in_bytes = s.T * qkv_dim * sizeof(float), out_bytes = s.T * qd * sizeof(float);
+  RETURN_IF_ERROR(host_qkv_.Grow(in_bytes));
+  RETURN_IF_ERROR(host_attn_.Grow(out_bytes));
+  CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(host_qkv_.as<void>(), qkv, in_bytes, cudaMemcpyDeviceToHost, stream_));
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  RETURN_IF_ERROR(external_->Attend(layer, host_qkv_.as<float>(), qkv_dim, host_attn_.as<float>()));
+  // The copy reads the pinned buffer asynchronously: the next layer's Attend, which rewrites
+  // it, comes after this layer's synchronization above.
+  CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(out, host_attn_.as<void>(), out_bytes, cudaMemcpyHostToDevice, stream_));
   return absl::OkStatus();
+}
+
+absl::Status CudaModelRunner::EnqueueStep(const cuda_internal::StepShape& s,
+                                          const cuda_internal::GemmSet& gemm,
+                                          cuda_internal::StepBuffers& buf) {
+  const ModelConfig& c = weights_->config;
+  if (external_ == nullptr) {
+    // KV-append slots of every layer from the mirror (-1 for padding rows).
+    cuda::KvSlotsParams p;
+    p.tables = tables_.as<int32_t>();
+    p.row_slot = buf.meta.as<int32_t>() + s.off_row_slot;
+    p.positions = buf.meta.as<int32_t>() + s.off_pos;
+    p.T = static_cast<int32_t>(s.T);
+    p.num_layers = c.num_layers;
+    p.num_kv_heads = c.num_kv_heads;
+    p.max_blocks = max_blocks_;
+    p.block_size = options_.block_size;
+    p.slots = buf.slots.as<int64_t>();
+    CUDA_RETURN_IF_ERROR(cuda::InvokeKvSlots(p, stream_));
+  }
+  CudaStep ops(this, s, gemm, buf);
+  return RunLlamaForward(c.num_layers, ops);
 }
 
 absl::Status CudaModelRunner::FinishStep(const std::vector<SequenceInput>& batch, int64_t R,

@@ -1,37 +1,22 @@
-// Where attention over the KV history runs, seen from the model runner and the engine.
-//
-// The model runner computes everything except attention over the history; per layer it hands
-// the step's q (and new k, v) to an AttentionExecutor, which appends the new K/V wherever the
-// sequence's KV lives and returns the attention output. LocalAttention (local_attention.h) keeps
-// the KV in this process; DistributedAttention (src/attention/) spreads each sequence over
-// attention workers in segments and merges their partial results (DESIGN.md, DistAttention).
-//
-// The engine's batch scheduler (scheduler/batch_scheduler.h) grows each sequence's KV as it
-// runs (Grow), asks how many blocks that takes, and frees it when the sequence finishes or is
-// preempted (Release).
+// Where a sequence's KV lives, seen by the engine's scheduler: room for tokens, in blocks.
+// The local attention, the CUDA runner's device pool and the distributed attention over
+// attention workers each implement it; CacheCapacity is the one over a KvCache of this process.
 #pragma once
 
 #include <cstdint>
 #include <functional>
-#include <span>
 #include <vector>
 
 #include "common/status.h"
+#include "kvcache/kv_cache.h"
 
 namespace kvasir {
-
-struct AttentionStepSeq {
-  int64_t seq_id = 0;
-  int32_t start_pos = 0;   // position of the first new token
-  int32_t num_tokens = 0;  // new tokens this step (rows in the step, in batch order)
-};
 
 struct KvUsage {
   int64_t blocks_total = 0;
   int64_t blocks_used = 0;  // reserved or holding tokens
 };
 
-// Where a sequence's KV lives, seen by the engine's scheduler: room for tokens, in blocks.
 class KvCapacity {
  public:
   virtual ~KvCapacity() = default;
@@ -63,16 +48,21 @@ class KvCapacity {
   virtual std::vector<int64_t> TakePreemptions() { return {}; }
 };
 
-class AttentionExecutor : public KvCapacity {
+// KvCapacity over a KvCache of this process: a sequence takes one page table per (layer,
+// kv_head), all of the same length.
+class CacheCapacity : public KvCapacity {
  public:
-  // ---- One forward step.
-  // Checks and makes room for the step's new tokens; on error nothing changed.
-  virtual absl::Status BeginStep(std::span<const AttentionStepSeq> seqs) = 0;
-  // Layer `layer` of the step begun last: qkv is [T, qkv_stride] in step order, each row
-  // q [num_heads * head_dim] | k [kv_dim] | v [kv_dim] with RoPE applied. Appends k, v and
-  // writes causal attention over each sequence's whole history to out [T, num_heads * head_dim].
-  virtual absl::Status Attend(int32_t layer, const float* qkv, int64_t qkv_stride,
-                              float* out) = 0;
+  explicit CacheCapacity(KvCache* cache) : cache_(cache) {}
+  absl::Status Grow(int64_t seq_id, int32_t n) override;
+  int64_t BlocksNeeded(int64_t seq_id, int32_t n) const override;
+  int64_t BlocksForTokens(int64_t tokens) const override;
+  void Release(int64_t seq_id) override { cache_->Free(seq_id); }
+  bool Contains(int64_t seq_id) const override { return cache_->Contains(seq_id); }
+  absl::Status CheckFits(int64_t tokens) const override;
+  KvUsage Usage() const override;
+
+ private:
+  KvCache* cache_;
 };
 
 }  // namespace kvasir

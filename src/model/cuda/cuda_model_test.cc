@@ -15,13 +15,14 @@
 #include <string>
 #include <vector>
 
+#include "attention/local_attention.h"
 #include "decoder/engine.h"
 #include "gtest/gtest.h"
 #include "kvcache/kv_cache.h"
 #include "model/model_runner.h"
 #include "model/testing_util.h"
 #include "runtime/cpu/cpu_backend.h"
-#include "runtime/cuda/cuda_model_runner.h"
+#include "model/cuda/cuda_model_runner.h"
 #include "runtime/cuda/decode_graphs.h"
 
 namespace kvasir {
@@ -408,6 +409,128 @@ TEST(CudaModelRunner, EngineOnCudaRunner) {
   sampled.seed = 4321;
   EXPECT_NE(RunEngine(&gpu, prompt, sampled), a);
   EXPECT_EQ(gpu.kv()->Usage().blocks_used, 0);
+}
+
+// The dense layers on the device, attention over a host KvCache through the AttentionExecutor
+// seam (the path a CUDA decoder takes to attention workers): under teacher forcing it agrees
+// with the CPU fp32 runner as the device-pool runner does, its engine output is the
+// step-by-step host argmax of its own logits, seeded sampling repeats, and it frees every block.
+TEST(CudaModelRunner, ExternalHostAttention) {
+  if (!HaveGpu()) GTEST_SKIP() << "no CUDA device";
+  testing::TestModel m = testing::LoadStories260K();
+  ASSERT_NE(m.weights, nullptr);
+  const ModelConfig& c = m.weights->config;
+  const int32_t V = c.vocab_size;
+  const std::vector<std::vector<int32_t>> seqs = TestSequences(*m.tokenizer);
+  ASSERT_EQ(static_cast<int>(seqs.size()), kSeqs);
+
+  CpuBackend backend(2);
+  KvCache cpu_cache(CpuCacheConfig(c)), host_cache(CpuCacheConfig(c));
+  ModelRunner cpu(m.weights.get(), &backend, &cpu_cache);
+  LocalAttention host_attention(&host_cache, &backend,
+                                {c.num_heads, c.num_kv_heads, c.head_dim, c.num_layers});
+  CudaModelRunnerOptions opt;
+  opt.num_blocks = 4096;
+  auto ext_or = CudaModelRunner::Create(m.weights.get(), opt, &host_attention);
+  ASSERT_TRUE(ext_or.ok()) << ext_or.status();
+  CudaModelRunner& ext = **ext_or;
+  EXPECT_EQ(ext.kv(), &host_attention);
+  auto dev_or = CudaModelRunner::Create(m.weights.get(), opt);
+  ASSERT_TRUE(dev_or.ok()) << dev_or.status();
+  CudaModelRunner& dev = **dev_or;
+  for (int s = 0; s < kSeqs; ++s) {
+    ASSERT_TRUE(cpu_cache.Create(100 + s).ok());
+    ASSERT_TRUE(dev.cache().Create(100 + s).ok());
+    ASSERT_TRUE(ext.kv()->Grow(100 + s, 0).ok());
+  }
+  std::vector<int> done(kSeqs, 0), chunk_index(kSeqs, 0);
+  int64_t positions = 0, agree_cpu = 0, agree_dev = 0;
+  double max_abs_diff = 0.0;
+  while (true) {
+    std::vector<SequenceInput> batch;
+    for (int s = 0; s < kSeqs; ++s) {
+      if (done[s] >= kSeqLen) continue;
+      const int n = std::min(kChunks[(chunk_index[s]++ + s) % std::size(kChunks)],
+                             kSeqLen - done[s]);
+      SequenceInput in;
+      in.seq_id = 100 + s;
+      in.tokens.assign(seqs[s].begin() + done[s], seqs[s].begin() + done[s] + n);
+      in.start_pos = done[s];
+      in.all_logits = true;
+      done[s] += n;
+      ASSERT_TRUE(ext.kv()->Grow(in.seq_id, n).ok());
+      batch.push_back(std::move(in));
+    }
+    if (batch.empty()) break;
+    auto ref = cpu.Forward(batch);
+    ASSERT_TRUE(ref.ok()) << ref.status();
+    auto d = dev.Forward(batch);
+    ASSERT_TRUE(d.ok()) << d.status();
+    auto got = ext.Forward(batch);
+    ASSERT_TRUE(got.ok()) << got.status();
+    ASSERT_EQ(got->logits.size(), ref->logits.size());
+    ASSERT_EQ(got->first_row, ref->first_row);
+    const int64_t rows = static_cast<int64_t>(ref->logits.size()) / V;
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* g = got->row(static_cast<int32_t>(r));
+      const int32_t ig = Argmax(g, V);
+      agree_cpu += ig == Argmax(ref->row(static_cast<int32_t>(r)), V);
+      agree_dev += ig == Argmax(d->row(static_cast<int32_t>(r)), V);
+      ++positions;
+      for (int v = 0; v < V; ++v) {
+        ASSERT_TRUE(std::isfinite(g[v]));
+        max_abs_diff = std::max(max_abs_diff,
+                                static_cast<double>(std::fabs(g[v] - ref->row(r)[v])));
+      }
+    }
+  }
+  const double pct_cpu = 100.0 * agree_cpu / positions, pct_dev = 100.0 * agree_dev / positions;
+  std::printf(
+      "stories260K CUDA dense + host fp32 attention: %lld positions, top-1 agreement %.2f%% with "
+      "CPU fp32 (logits max abs diff %.4g), %.2f%% with the device-pool CUDA runner\n",
+      static_cast<long long>(positions), pct_cpu, max_abs_diff, pct_dev);
+  EXPECT_EQ(positions, int64_t{kSeqs} * kSeqLen);
+  EXPECT_GE(pct_cpu, 99.0);
+  EXPECT_GE(pct_dev, 99.0);
+  for (int s = 0; s < kSeqs; ++s) {
+    EXPECT_EQ(host_cache.Length(100 + s), kSeqLen);
+    ext.kv()->Release(100 + s);
+  }
+
+  // The engine on it: greedy equals the host argmax of the runner's own logits, step by step.
+  const std::vector<int32_t> prompt(seqs[1].begin(), seqs[1].begin() + 30);
+  std::vector<int32_t> want;
+  {
+    ASSERT_TRUE(ext.kv()->Grow(500, static_cast<int32_t>(prompt.size())).ok());
+    SequenceInput in{500, prompt, 0, true, false};
+    for (int i = 0; i < 80; ++i) {
+      auto out = ext.Forward({in});
+      ASSERT_TRUE(out.ok()) << out.status();
+      want.push_back(Argmax(out->row(out->first_row[0]), V));
+      in.start_pos += static_cast<int32_t>(in.tokens.size());
+      in.tokens = {want.back()};
+      ASSERT_TRUE(ext.kv()->Grow(500, 1).ok());
+    }
+    ext.kv()->Release(500);
+  }
+  SamplingParams greedy;
+  greedy.temperature = 0.0f;
+  greedy.max_tokens = 80;
+  greedy.ignore_eos = true;
+  EXPECT_EQ(RunEngine(&ext, prompt, greedy), want);
+  SamplingParams sampled = greedy;
+  sampled.temperature = 0.9f;
+  sampled.top_k = 40;
+  sampled.seed = 1234;
+  EXPECT_EQ(RunEngine(&ext, prompt, sampled), RunEngine(&ext, prompt, sampled));
+  EXPECT_EQ(ext.kv()->Usage().blocks_used, 0);
+  EXPECT_EQ(ext.stats().graph_steps, 0);
+
+  // Bad input is refused before the executor or the device is touched.
+  EXPECT_EQ(ext.Forward({{42, {5}, 0, true, false}}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ext.Forward({{42, {V}, 0, true, false}}).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 // The device mirror of the page tables: at most max_seqs sequences hold KV; a released slot is

@@ -3,44 +3,18 @@
 
 #include <vector>
 
+#include "attention/attention_executor.h"
 #include "kvcache/kv_cache.h"
-#include "model/attention_executor.h"
+#include "kvcache/kv_capacity.h"
 #include "runtime/backend.h"
 
 namespace kvasir {
-
-struct AttentionShape {
-  int32_t num_heads = 0;
-  int32_t num_kv_heads = 0;
-  int32_t head_dim = 0;
-  int32_t num_layers = 0;
-  int32_t q_dim() const { return num_heads * head_dim; }
-  int32_t kv_dim() const { return num_kv_heads * head_dim; }
-  int32_t group() const { return num_heads / num_kv_heads; }
-};
 
 // Partial attention of `group` query heads at q over tokens [begin, end) of one page table,
 // writing o [group, head_dim] and lse [group].
 PagedAttentionParams TableAttention(const BlockPool& pool, const PageTable& table,
                                     int32_t head_dim, int32_t begin, int32_t end, const float* q,
                                     int32_t group, float* o, float* lse);
-
-// KvCapacity over a KvCache of this process: a sequence takes one page table per (layer,
-// kv_head), all of the same length.
-class CacheCapacity : public KvCapacity {
- public:
-  explicit CacheCapacity(KvCache* cache) : cache_(cache) {}
-  absl::Status Grow(int64_t seq_id, int32_t n) override;
-  int64_t BlocksNeeded(int64_t seq_id, int32_t n) const override;
-  int64_t BlocksForTokens(int64_t tokens) const override;
-  void Release(int64_t seq_id) override { cache_->Free(seq_id); }
-  bool Contains(int64_t seq_id) const override { return cache_->Contains(seq_id); }
-  absl::Status CheckFits(int64_t tokens) const override;
-  KvUsage Usage() const override;
-
- private:
-  KvCache* cache_;
-};
 
 class LocalAttention : public AttentionExecutor {
  public:

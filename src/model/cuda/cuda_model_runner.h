@@ -1,6 +1,9 @@
 // Batched forward pass of a Llama-family model on one CUDA device, with the same contract as
 // ModelRunner (model/model_runner.h): one Forward() advances many sequences by any number of
-// tokens (prefill chunks and decode tokens mixed) and returns fp32 logits on the host.
+// tokens (prefill chunks and decode tokens mixed) and returns fp32 logits on the host. The
+// layer loop is the one RunLlamaForward (model/llama_forward.h); this runner supplies its CUDA
+// ops (CudaStep in the .cc) and, for attention, either its own device KV pool (below) or an
+// external AttentionExecutor in host memory (the second Create).
 //
 // On the device: GEMM weights and the embedding table in bf16 (converted once from the host
 // fp32 ModelWeights, fused wqkv / w_gate_up layouts as in weights.h), norm weights in fp32,
@@ -42,12 +45,15 @@
 #include <unordered_map>
 #include <vector>
 
+#include "attention/attention_executor.h"
 #include "common/status.h"
 #include "kvcache/kv_cache.h"
-#include "model/local_attention.h"
+#include "kvcache/kv_capacity.h"
+#include "model/llama_forward.h"
 #include "model/model_runner.h"
 #include "model/weights.h"
 #include "runtime/cuda/decode_graphs.h"
+#include "runtime/cuda/device_buffer.h"
 
 namespace kvasir {
 
@@ -84,24 +90,6 @@ struct CudaRunnerStats {
 };
 
 namespace cuda_internal {
-
-// A growable device allocation; Grow keeps nothing of the old contents.
-class DeviceBuffer {
- public:
-  DeviceBuffer() = default;
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer();
-  absl::Status Grow(size_t bytes);
-  template <typename T>
-  T* as() const {
-    return static_cast<T*>(ptr_);
-  }
-
- private:
-  void* ptr_ = nullptr;
-  size_t bytes_ = 0;
-};
 
 // One cuBLASLt matmul shape y[m, n] = x[m, k] · w[n, k]ᵀ with its chosen algorithm; the
 // layouts are rebuilt only when m changes.
@@ -161,6 +149,16 @@ class CudaModelRunner : public StepRunner {
   // allocates the KV pool. FailedPrecondition without a device, InternalError on CUDA errors.
   static absl::StatusOr<std::unique_ptr<CudaModelRunner>> Create(
       const ModelWeights* weights, const CudaModelRunnerOptions& options);
+  // The dense layers on the device, attention wherever `attention` keeps the KV in host
+  // memory (attention workers: DistributedAttention, or a LocalAttention over a host KvCache);
+  // it must outlive the runner. Per layer the step's q | k | v rows go to the host, the
+  // executor appends k, v and attends, and its output comes back (pinned buffers, one
+  // synchronization per layer). No device KV pool is allocated and the KV-related options
+  // (block_size, num_blocks, max_seqs, attention_split, cuda_graphs) are ignored: every step
+  // runs eagerly. Sampling stays on the device.
+  static absl::StatusOr<std::unique_ptr<CudaModelRunner>> Create(
+      const ModelWeights* weights, const CudaModelRunnerOptions& options,
+      AttentionExecutor* attention);
   ~CudaModelRunner();
   CudaModelRunner(const CudaModelRunner&) = delete;
   CudaModelRunner& operator=(const CudaModelRunner&) = delete;
@@ -175,9 +173,12 @@ class CudaModelRunner : public StepRunner {
   static absl::Status ValidateBatch(const ModelConfig& config, const KvCache& cache,
                                     const std::vector<SequenceInput>& batch);
 
+  // The device KV cache; only without an external AttentionExecutor.
   KvCache& cache() { return *cache_; }
   const ModelConfig& config() const override { return weights_->config; }
-  KvCapacity* kv() override { return capacity_.get(); }
+  KvCapacity* kv() override {
+    return external_ != nullptr ? static_cast<KvCapacity*>(external_) : capacity_.get();
+  }
   bool samples_on_device() const override { return true; }
   const CudaRunnerStats& stats() const { return stats_; }
 
@@ -210,8 +211,16 @@ class CudaModelRunner : public StepRunner {
     int32_t uploaded_blocks = 0;  // block ids per table already in the device mirror
   };
 
-  CudaModelRunner(const ModelWeights* weights, const CudaModelRunnerOptions& options);
+  class CudaStep;  // the forward's ops (llama_forward.h) for one step's device work
+
+  CudaModelRunner(const ModelWeights* weights, const CudaModelRunnerOptions& options,
+                  AttentionExecutor* external);
   absl::Status Init();
+  absl::Status InitKvPool();
+  // Attention of layer `layer` through the external executor: qkv to the host, Attend, the
+  // output back to the device (synchronizes the stream).
+  absl::Status ExternalAttention(int32_t layer, const cuda_internal::StepShape& s,
+                                 const float* qkv, float* out);
   void DropSlot(int64_t seq_id);
   // Gives every sequence of the batch a slot and queues the block ids its tables gained since
   // the last upload into pairs_host_ (device index, block id). ResourceExhausted when more
@@ -254,6 +263,8 @@ class CudaModelRunner : public StepRunner {
 
   const ModelWeights* weights_;
   CudaModelRunnerOptions options_;
+  AttentionExecutor* external_ = nullptr;  // attention in host memory; null: the device pool
+  cuda_internal::PinnedBuffer host_qkv_, host_attn_;  // external attention's staging
   std::unique_ptr<KvCache> cache_;
   std::unique_ptr<SlotCapacity> capacity_;
   int32_t max_blocks_ = 0;  // block ids per table in the device mirror
