@@ -353,7 +353,12 @@ int DecoderMain(int argc, char** argv) {
                        "this decoder's number, unique in the cluster (default 0)"},
                       {"attention-timeout-ms", true,
                        "deadline of one attention step on a worker; a frozen worker's sequences "
-                       "are recomputed elsewhere after it (default 10000)"}}});
+                       "are recomputed elsewhere after it (default 10000)"},
+                      {"attention-data-plane", true,
+                       "tcp (default: the workers' TCP data port, one connection each) or grpc "
+                       "(a unary call per layer)"},
+                      {"attention-wire-dtype", true,
+                       "fp32 (default) or bf16: q, k, v and attention outputs on the TCP wire"}}});
   bool help = false;
   KVASIR_ASSIGN_OR_FAIL(a, ParseOrHelp(argc, argv, "decoder", specs, &help));
   if (help) return 0;
@@ -377,8 +382,19 @@ int DecoderMain(int argc, char** argv) {
   const ModelConfig& c = m->weights->config;
   transport::GrpcSegmentDirectory directory(router[0], cluster_auth, id);
   directory.Start();  // restart notice, then the lease's heartbeat
+  transport::DataPlaneOptions plane;
+  const std::string plane_flag = a.Str("attention-data-plane", "tcp");
+  const std::string wire_flag = a.Str("attention-wire-dtype", "fp32");
+  if (plane_flag != "tcp" && plane_flag != "grpc") {
+    return Fail(absl::InvalidArgumentError("--attention-data-plane must be tcp or grpc"));
+  }
+  if (wire_flag != "fp32" && wire_flag != "bf16") {
+    return Fail(absl::InvalidArgumentError("--attention-wire-dtype must be fp32 or bf16"));
+  }
+  plane.tcp = plane_flag == "tcp";
+  plane.dtype = wire_flag == "bf16" ? transport::WireDType::kBF16 : transport::WireDType::kF32;
   transport::GrpcAttentionLinks links(ShapeOf(c), cluster_auth,
-                                      std::chrono::milliseconds(attention_timeout_ms));
+                                      std::chrono::milliseconds(attention_timeout_ms), plane);
   DistributedAttention attention(ShapeOf(c), &directory, links.Resolver(), id);
   KVASIR_ASSIGN_OR_FAIL(runner, CreateRunnerOver(*m, eo, &attention));
   Engine engine(runner.get(), ec);
@@ -405,6 +421,9 @@ int AttentionMain(int argc, char** argv) {
   auto specs = Join({kClusterSecretFlags,
                     {{"host", true, "listen address (default 127.0.0.1)"},
                      {"grpc-port", true, "gRPC port (default 0: a free one, printed)"},
+                     {"data-port", true,
+                      "TCP data-plane port decoders attend over (default 0: a free one, "
+                      "advertised through the gRPC control service; -1: none, gRPC only)"},
                      {"kv-blocks", true,
                       "KV blocks of 16 tokens in this worker's pool (default: 64 full contexts, "
                       "at most 4 GiB)"},
@@ -436,19 +455,34 @@ int AttentionMain(int argc, char** argv) {
   }
   KVASIR_ASSIGN_OR_FAIL(total, KvPoolBlocks(c, eo));
   AttentionShard shard(ShapeOf(c), eo.block_size, total, m->backend.get());
-  transport::AttentionGrpcServices services(&shard, cluster_auth);
+  const std::string host = a.Str("host", "127.0.0.1");
+  KVASIR_ASSIGN_OR_FAIL(data_port_flag, a.Int("data-port", 0));
+  if (data_port_flag < -1 || data_port_flag > 65535) {
+    return Fail(absl::InvalidArgumentError("--data-port must be -1 or in [0, 65535]"));
+  }
+  transport::AttentionTcpServer data_plane(&shard, cluster_auth.token());
+  int data_port = 0;
+  if (data_port_flag >= 0) {
+    auto bound_data = data_plane.Start(host, static_cast<int>(data_port_flag));
+    if (!bound_data.ok()) return Fail(bound_data.status());
+    data_port = *bound_data;
+  }
+  transport::AttentionGrpcServices services(&shard, cluster_auth, data_port);
   SignalWaiter signals;
   transport::GrpcServer server;
-  const std::string host = a.Str("host", "127.0.0.1");
   auto bound = server.Start(host, grpc_port, services.services());
   if (!bound.ok()) return Fail(bound.status());
-  std::fprintf(stderr, "kvasir: attention worker for %s on %s:%d, %lld KV blocks of %d tokens\n",
-               c.name.c_str(), host.c_str(), *bound, static_cast<long long>(total),
-               eo.block_size);
+  std::fprintf(stderr,
+               "kvasir: attention worker for %s on %s:%d (data plane: %s), %lld KV blocks of "
+               "%d tokens\n",
+               c.name.c_str(), host.c_str(), *bound,
+               data_port > 0 ? absl::StrCat("TCP port ", data_port).c_str() : "gRPC only",
+               static_cast<long long>(total), eo.block_size);
   std::printf("%d\n", *bound);
   std::fflush(stdout);
   signals.Wait();
   server.Stop();
+  data_plane.Stop();
   return 0;
 }
 

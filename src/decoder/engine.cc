@@ -135,7 +135,12 @@ void Engine::Loop() {
       auto news = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return stop_ || !incoming_.empty() || !cancels_.empty();
       };
-      if (blocked_) {
+      if (failed_steps_ > 0) {
+        // The last steps lost KV with an attention worker: give the KV manager time to notice
+        // it before recomputing there again (woken early by new work or Stop).
+        const int64_t ms = std::min<int64_t>(int64_t{20} << std::min(failed_steps_ - 1, 5), 500);
+        if (!news()) cv_.WaitWithTimeout(&mu_, absl::Milliseconds(ms));
+      } else if (blocked_) {
         // Work waits but nothing could be scheduled: the KV it needs is held by other decoders
         // sharing the attention workers. Poll.
         if (!news()) cv_.WaitWithTimeout(&mu_, absl::Milliseconds(5));
@@ -208,14 +213,34 @@ void Engine::Loop() {
   }
 }
 
+bool Engine::CountKvLoss(Seq& s, absl::Status* why) {
+  const auto now = std::chrono::steady_clock::now();
+  if (!s.kv_loss_open) {
+    s.kv_loss_open = true;
+    s.kv_loss_since = now;
+    ++s.kv_losses;
+  }
+  if (s.kv_losses > kMaxKvLosses) {
+    *why = absl::UnavailableError(absl::StrCat("the request's KV was lost with attention workers ",
+                                               s.kv_losses, " times"));
+    return false;
+  }
+  if (now - s.kv_loss_since > kKvRecoveryTime) {
+    *why = absl::UnavailableError(absl::StrCat(
+        "the request's KV was lost with an attention worker and could not be rebuilt within ",
+        kKvRecoveryTime.count(), " s"));
+    return false;
+  }
+  return true;
+}
+
 void Engine::LoseKv(int64_t seq_id) {
   auto it = seqs_.find(seq_id);
   if (it == seqs_.end() || !scheduler_->Contains(seq_id)) return;
-  if (++it->second->kv_losses > kMaxKvLosses) {
+  absl::Status why;
+  if (!CountKvLoss(*it->second, &why)) {
     (void)scheduler_->Abort(seq_id);
-    Finish(seq_id, "error",
-           absl::UnavailableError(absl::StrCat("the request's KV was lost with attention workers ",
-                                               kMaxKvLosses, " times")));
+    Finish(seq_id, "error", why);
     return;
   }
   (void)scheduler_->PreemptRequest(seq_id);
@@ -291,7 +316,8 @@ void Engine::RunStep() {
     const bool lost = absl::IsUnavailable(st) || absl::IsDeadlineExceeded(st) || absl::IsAborted(st);
     for (const sched::ScheduledSeq& ss : step.seqs) {
       Seq& s = *seqs_.at(ss.request_id);
-      if (lost && ++s.kv_losses <= kMaxKvLosses) {
+      absl::Status why;
+      if (lost && CountKvLoss(s, &why)) {
         sched::StepOutcome o;
         o.request_id = ss.request_id;
         o.lost_kv = true;
@@ -301,10 +327,13 @@ void Engine::RunStep() {
         s.stop_reason = "error";
       }
     }
+    failed_steps_ = lost ? failed_steps_ + 1 : 0;
   } else {
+    failed_steps_ = 0;
     for (size_t b = 0; b < step.seqs.size(); ++b) {
       const sched::ScheduledSeq& ss = step.seqs[b];
       Seq& s = *seqs_.at(ss.request_id);
+      s.kv_loss_open = false;  // its KV is whole again (a loss from now on is a new one)
       if (!ss.wants_logits) {
         outcomes.push_back({ss.request_id, false, false});
         continue;

@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -121,12 +122,23 @@ class Engine : public EngineHandle {
     std::vector<int32_t> stream;  // prompt + generated tokens
     int32_t max_new = 0;          // max_tokens capped by the context
     std::string stop_reason;      // set when a token ends the request
-    int32_t kv_losses = 0;        // times its KV was lost with an attention worker
+    // Times its KV was lost with an attention worker, counted once per loss: the failed steps
+    // and the manager's notices until the sequence completes a step again are one loss.
+    int32_t kv_losses = 0;
+    bool kv_loss_open = false;  // lost, not yet recomputed through a successful step
+    std::chrono::steady_clock::time_point kv_loss_since;  // when the open loss began
   };
-  // Its KV was lost (an attention worker died): recompute it, or end it with an error once it
-  // has happened kMaxKvLosses times.
+  // Its KV was lost (an attention worker died, froze, or a step on it failed): true when it is
+  // to be recomputed, false when it must end with an error: the kMaxKvLosses + 1-th distinct
+  // loss, or no successful step for kKvRecoveryTime since the loss (the workers left keep
+  // failing). `why` is the error then.
+  bool CountKvLoss(Seq& s, absl::Status* why);
   void LoseKv(int64_t seq_id);
   static constexpr int32_t kMaxKvLosses = 3;
+  static constexpr std::chrono::seconds kKvRecoveryTime{30};
+  // Consecutive forward steps that failed with lost KV: the next step waits a little longer
+  // (20 ms doubling, at most 500 ms) so that the KV manager can notice the dead worker.
+  int32_t failed_steps_ = 0;
   void Loop();
   void RunStep();
   // Reports the final event (`last`, if given, carries the final token) and forgets the

@@ -1,5 +1,7 @@
 #include "transport/attention_grpc.h"
 
+#include <algorithm>
+#include <atomic>
 #include <cstring>
 
 #include "kvasir/v1/attention.grpc.pb.h"
@@ -80,7 +82,8 @@ class AttentionGrpcServices::Data final : public v1::AttentionData::Service {
 
 class AttentionGrpcServices::Control final : public v1::AttentionControl::Service {
  public:
-  Control(AttentionShard* shard, GrpcAuth auth) : shard_(shard), auth_(std::move(auth)) {}
+  Control(AttentionShard* shard, GrpcAuth auth, int data_port)
+      : shard_(shard), auth_(std::move(auth)), data_port_(data_port) {}
 
   grpc::Status Info(grpc::ServerContext* ctx, const v1::AttentionInfoRequest*,
                     v1::AttentionInfo* out) override {
@@ -94,6 +97,7 @@ class AttentionGrpcServices::Control final : public v1::AttentionControl::Servic
     out->set_num_blocks(i.num_blocks);
     out->set_free_blocks(i.free_blocks);
     out->set_num_segments(i.num_segments);
+    out->set_data_port(data_port_);
     return grpc::Status::OK;
   }
   grpc::Status AllocateSegment(grpc::ServerContext* ctx, const v1::AllocateSegmentRequest* r,
@@ -116,11 +120,12 @@ class AttentionGrpcServices::Control final : public v1::AttentionControl::Servic
  private:
   AttentionShard* shard_;
   const GrpcAuth auth_;
+  const int data_port_;
 };
 
-AttentionGrpcServices::AttentionGrpcServices(AttentionShard* shard, GrpcAuth auth)
+AttentionGrpcServices::AttentionGrpcServices(AttentionShard* shard, GrpcAuth auth, int data_port)
     : data_(std::make_unique<Data>(shard, auth)),
-      control_(std::make_unique<Control>(shard, std::move(auth))) {}
+      control_(std::make_unique<Control>(shard, std::move(auth), data_port)) {}
 AttentionGrpcServices::~AttentionGrpcServices() = default;
 std::vector<grpc::Service*> AttentionGrpcServices::services() {
   return {data_.get(), control_.get()};
@@ -130,16 +135,63 @@ std::vector<grpc::Service*> AttentionGrpcServices::services() {
 
 class GrpcAttentionLinks::Link : public AttentionLink {
  public:
-  Link(const std::string& address, const GrpcAuth& auth, std::chrono::milliseconds timeout)
+  Link(const std::string& address, const GrpcAuth& auth, std::chrono::milliseconds timeout,
+       const AttentionShape& shape, const DataPlaneOptions& plane)
       : address_(address), timeout_(timeout) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(1 << 30);
     args.SetMaxSendMessageSize(1 << 30);
-    stub_ = v1::AttentionData::NewStub(AuthChannel(address, auth, args));
+    auto channel = AuthChannel(address, auth, args);
+    stub_ = v1::AttentionData::NewStub(channel);
+    control_ = v1::AttentionControl::NewStub(channel);
+    SetShape(shape);
+    if (plane.tcp) {
+      tcp_ = std::make_unique<TcpAttentionLink>(
+          "attention worker " + address, [this] { return ResolveDataPlane(); }, auth.token(),
+          shape, timeout, plane.dtype);
+    }
   }
 
   void Step(int32_t layer, std::span<const ShardItem> items, int64_t rows, float* o, float* lse,
             std::function<void(absl::Status)> done) override {
+    if (tcp_ != nullptr && !grpc_only_.load(std::memory_order_relaxed)) {
+      // A worker found to have no data port fails the TCP step inline (while resolving): that
+      // step, and every later one, goes over gRPC instead.
+      tcp_->Step(layer, items, rows, o, lse,
+                 [this, layer, items, rows, o, lse, done](absl::Status st) mutable {
+                   if (!st.ok() && grpc_only_.load(std::memory_order_relaxed)) {
+                     GrpcStep(layer, items, rows, o, lse, std::move(done));
+                     return;
+                   }
+                   done(std::move(st));
+                 });
+      return;
+    }
+    GrpcStep(layer, items, rows, o, lse, std::move(done));
+  }
+
+ private:
+  // The worker's data-plane address from its control service: the host of its gRPC address
+  // and the port it advertises. A worker without one (data_port 0) is reached over gRPC from
+  // then on.
+  absl::StatusOr<std::string> ResolveDataPlane() {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::min<std::chrono::milliseconds>(timeout_, std::chrono::seconds(2)));
+    v1::AttentionInfo info;
+    grpc::Status s = control_->Info(&ctx, v1::AttentionInfoRequest{}, &info);
+    if (!s.ok()) return FromGrpcStatus(s, "attention worker " + address_);
+    if (info.data_port() <= 0) {
+      grpc_only_.store(true, std::memory_order_relaxed);
+      return absl::UnavailableError("attention worker " + address_ +
+                                    " has no TCP data plane; using gRPC");
+    }
+    const size_t colon = address_.rfind(':');
+    return absl::StrCat(address_.substr(0, colon), ":", info.data_port());
+  }
+
+  void GrpcStep(int32_t layer, std::span<const ShardItem> items, int64_t rows, float* o,
+                float* lse, std::function<void(absl::Status)> done) {
     struct Call {
       grpc::ClientContext ctx;
       v1::AttentionStepRequest req;
@@ -189,16 +241,19 @@ class GrpcAttentionLinks::Link : public AttentionLink {
     num_heads_ = s.num_heads;
   }
 
- private:
   std::string address_;
   const std::chrono::milliseconds timeout_;
   std::unique_ptr<v1::AttentionData::Stub> stub_;
+  std::unique_ptr<v1::AttentionControl::Stub> control_;
+  std::unique_ptr<TcpAttentionLink> tcp_;  // null: gRPC only
+  std::atomic<bool> grpc_only_{false};     // the worker advertises no data port
   int64_t q_width_ = 0, kv_width_ = 0, num_heads_ = 0;
 };
 
 GrpcAttentionLinks::GrpcAttentionLinks(AttentionShape shape, GrpcAuth auth,
-                                       std::chrono::milliseconds step_timeout)
-    : shape_(shape), auth_(std::move(auth)), step_timeout_(step_timeout) {}
+                                       std::chrono::milliseconds step_timeout,
+                                       DataPlaneOptions plane)
+    : shape_(shape), auth_(std::move(auth)), step_timeout_(step_timeout), plane_(plane) {}
 GrpcAttentionLinks::~GrpcAttentionLinks() = default;
 
 absl::StatusOr<AttentionLink*> GrpcAttentionLinks::Get(const std::string& address) {
@@ -206,8 +261,7 @@ absl::StatusOr<AttentionLink*> GrpcAttentionLinks::Get(const std::string& addres
   auto it = links_.find(address);
   if (it != links_.end()) return it->second.get();
   if (address.empty()) return absl::InvalidArgumentError("empty attention worker address");
-  auto link = std::make_unique<Link>(address, auth_, step_timeout_);
-  link->SetShape(shape_);
+  auto link = std::make_unique<Link>(address, auth_, step_timeout_, shape_, plane_);
   AttentionLink* raw = link.get();
   links_[address] = std::move(link);
   return raw;

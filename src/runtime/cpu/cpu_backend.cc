@@ -1,5 +1,7 @@
 #include "runtime/cpu/cpu_backend.h"
 
+#include <algorithm>
+
 #include <cblas.h>
 
 #include <cmath>
@@ -105,7 +107,22 @@ void CpuBackend::Embedding(const int32_t* ids, const float* table, float* out, i
   }
 }
 
+namespace {
+// Below this many multiply-adds a step's attention runs on the calling thread: waking the pool
+// costs more than the work (a small model's decode step, an attention worker's small batch).
+constexpr int64_t kInlineAttentionMacs = int64_t{1} << 16;
+}  // namespace
+
 void CpuBackend::PagedPartialAttention(const PagedAttentionParams* items, int64_t n) {
+  int64_t macs = 0;
+  for (int64_t i = 0; i < n && macs < kInlineAttentionMacs; ++i) {
+    macs += int64_t{2} * std::max(items[i].end - items[i].begin, 0) * items[i].head_dim *
+            items[i].group;
+  }
+  if (macs < kInlineAttentionMacs) {
+    for (int64_t i = 0; i < n; ++i) PagedPartialAttentionRef(items[i]);
+    return;
+  }
   pool_.ParallelFor(n, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) PagedPartialAttentionRef(items[i]);
   });
@@ -116,6 +133,13 @@ void CpuBackend::MergeAttention(int64_t count, int32_t n_parts, const float* o_p
                                 float* out_base, int64_t out_stride) {
   const int64_t o_step = static_cast<int64_t>(n_parts) * rows * head_dim;
   const int64_t l_step = static_cast<int64_t>(n_parts) * rows;
+  if (count * o_step < kInlineAttentionMacs) {
+    for (int64_t g = 0; g < count; ++g) {
+      MergeAttentionRef(n_parts, o_parts + g * o_step, lse_parts + g * l_step, rows, head_dim,
+                        out_base + g * out_stride, nullptr);
+    }
+    return;
+  }
   pool_.ParallelFor(count, [&](int64_t b, int64_t e) {
     for (int64_t g = b; g < e; ++g) {
       MergeAttentionRef(n_parts, o_parts + g * o_step, lse_parts + g * l_step, rows, head_dim,
