@@ -198,6 +198,7 @@ absl::Status DistributedAttention::Attend(int32_t layer, const float* qkv, int64
       if (--pending == 0) cv.notify_all();
     });
   }
+  for (LinkWork& w : work) w.link->Collect();
   {
     std::unique_lock<std::mutex> lock(mu);
     cv.wait(lock, [&] { return pending == 0; });

@@ -63,9 +63,15 @@ class AttentionLink {
  public:
   virtual ~AttentionLink() = default;
   // AttentionShard::Step on the worker. o: [rows, num_heads, head_dim], lse: [rows, num_heads]
-  // with rows = sum of the items' num_queries. `done` runs exactly once, maybe inline.
+  // with rows = sum of the items' num_queries. `done` runs exactly once: inline, on another
+  // thread, or (for links that complete on the caller's thread) within Collect().
   virtual void Step(int32_t layer, std::span<const ShardItem> items, int64_t rows, float* o,
                     float* lse, std::function<void(absl::Status)> done) = 0;
+  // Waits for the replies of every Step sent so far and runs their `done`, on this thread. The
+  // caller sends a layer's steps to all its links first, then collects each: the replies of
+  // the others arrive meanwhile, and no thread hop is between a reply and the caller (the TCP
+  // link). Links that complete elsewhere do nothing here.
+  virtual void Collect() {}
 };
 
 // Resolves a worker name from the directory to its link (connecting on first use).

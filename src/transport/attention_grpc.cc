@@ -170,6 +170,10 @@ class GrpcAttentionLinks::Link : public AttentionLink {
     GrpcStep(layer, items, rows, o, lse, std::move(done));
   }
 
+  void Collect() override {
+    if (tcp_ != nullptr) tcp_->Collect();  // nothing pending there when gRPC carried the steps
+  }
+
  private:
   // The worker's data-plane address from its control service: the host of its gRPC address
   // and the port it advertises. A worker without one (data_port 0) is reached over gRPC from

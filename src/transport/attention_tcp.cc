@@ -464,105 +464,72 @@ TcpAttentionLink::TcpAttentionLink(std::string name,
       timeout_(timeout),
       dtype_(dtype) {}
 
-TcpAttentionLink::~TcpAttentionLink() {
-  std::deque<Pending> failed;
-  std::thread reader;
-  {
-    absl::MutexLock lock(&mu_);
-    stopping_ = true;
-    if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
-    fd_ = -1;
-    failed.swap(pending_);
-    reader = std::move(reader_);
-  }
-  for (Pending& p : failed) p.done(absl::CancelledError(name_ + ": link closed"));
-  if (reader.joinable()) reader.join();
-}
+TcpAttentionLink::~TcpAttentionLink() { Drop(absl::CancelledError(name_ + ": link closed")); }
 
-void TcpAttentionLink::Fail(uint64_t gen, const absl::Status& st) {
+void TcpAttentionLink::Drop(const absl::Status& st) {
   std::deque<Pending> failed;
   {
     absl::MutexLock lock(&mu_);
-    if (gen != gen_ || fd_ < 0) return;
-    ::shutdown(fd_, SHUT_RDWR);  // the reader closes it
+    if (fd_ >= 0) ::close(fd_);
     fd_ = -1;
     failed.swap(pending_);
   }
   for (Pending& p : failed) p.done(st);
 }
 
+absl::StatusOr<int> TcpAttentionLink::Connect() {
+  ASSIGN_OR_RETURN(const std::string where, resolve_());
+  ASSIGN_OR_RETURN(const int fd,
+                   ConnectTcp(where, std::min<std::chrono::milliseconds>(timeout_,
+                                                                         std::chrono::seconds(2))));
+  // HELLO, answered within the step deadline (sends and partial reads are bounded by it too).
+  SetTimeouts(fd, timeout_, timeout_);
+  const std::string hello = secret_.empty() ? std::string() : "Bearer " + secret_;
+  Header h;
+  std::vector<char> reply;
+  absl::Status st;
+  if (!SendFrame(fd, kHello, 0, hello.data(), hello.size()) ||
+      ReadAll(fd, reinterpret_cast<char*>(&h), kHeaderBytes) != 1 || h.magic != kMagic ||
+      h.length > 4096) {
+    st = absl::UnavailableError("data-plane handshake failed");
+  } else {
+    reply.resize(h.length);
+    if (h.length > 0 && ReadAll(fd, reply.data(), h.length) != 1) {
+      st = absl::UnavailableError("data-plane handshake failed");
+    } else if (h.type == kError) {
+      st = ErrorFromPayload(reply, "worker");
+    } else if (h.type != kHelloOk) {
+      st = absl::DataLossError("unexpected handshake reply");
+    }
+  }
+  if (!st.ok()) {
+    ::close(fd);
+    return st;
+  }
+  return fd;
+}
+
 void TcpAttentionLink::Step(int32_t layer, std::span<const ShardItem> items, int64_t rows,
                             float* o, float* lse, std::function<void(absl::Status)> done) {
-  // Connect (outside the lock: no lock is held across the network).
   bool connected;
   {
     absl::MutexLock lock(&mu_);
     connected = fd_ >= 0;
   }
   if (!connected) {
-    absl::StatusOr<int> fd = absl::UnavailableError("not resolved");
-    absl::StatusOr<std::string> where = resolve_();
-    if (!where.ok()) {
-      fd = where.status();
-    } else {
-      fd = ConnectTcp(*where, std::min<std::chrono::milliseconds>(timeout_,
-                                                                  std::chrono::seconds(2)));
-    }
-    if (fd.ok()) {
-      // HELLO, answered within the step deadline.
-      SetTimeouts(*fd, timeout_, timeout_);
-      const std::string hello = secret_.empty() ? std::string() : "Bearer " + secret_;
-      Header h;
-      std::vector<char> reply;
-      absl::Status st;
-      if (!SendFrame(*fd, kHello, 0, hello.data(), hello.size()) ||
-          ReadAll(*fd, reinterpret_cast<char*>(&h), kHeaderBytes) != 1 || h.magic != kMagic ||
-          h.length > 4096) {
-        st = absl::UnavailableError(name_ + ": data-plane handshake failed");
-      } else {
-        reply.resize(h.length);
-        if (h.length > 0 && ReadAll(*fd, reply.data(), h.length) != 1) {
-          st = absl::UnavailableError(name_ + ": data-plane handshake failed");
-        } else if (h.type == kError) {
-          st = ErrorFromPayload(reply, name_);
-        } else if (h.type != kHelloOk) {
-          st = absl::DataLossError(name_ + ": unexpected handshake reply");
-        }
-      }
-      if (!st.ok()) {
-        ::close(*fd);
-        fd = st;
-      }
-    }
+    absl::StatusOr<int> fd = Connect();  // no lock held across the network
     if (!fd.ok()) {
-      absl::Status st = fd.status();
-      if (st.code() != absl::StatusCode::kUnauthenticated) {
-        st = absl::UnavailableError(absl::StrCat(name_, ": ", st.message()));
-      }
-      done(std::move(st));
+      const absl::Status& e = fd.status();
+      done(absl::Status(e.code() == absl::StatusCode::kUnauthenticated ? e.code()
+                                                                       : absl::StatusCode::kUnavailable,
+                        absl::StrCat(name_, ": ", e.message())));
       return;
     }
-    std::thread old;
-    {
-      absl::MutexLock lock(&mu_);
-      if (stopping_) {
-        ::close(*fd);
-        done(absl::CancelledError(name_ + ": link closed"));
-        return;
-      }
-      fd_ = *fd;
-      ++gen_;
-      old = std::move(reader_);
-      const uint64_t gen = gen_;
-      const int rfd = *fd;
-      reader_ = std::thread([this, rfd, gen] { ReadLoop(rfd, gen); });
-    }
-    if (old.joinable()) old.join();
+    absl::MutexLock lock(&mu_);
+    fd_ = *fd;
   }
 
-  // The request frame.
   const int64_t qw = shape_.q_dim(), kvw = shape_.kv_dim();
-  std::vector<char> frame;
   int64_t elems = 0;
   for (const ShardItem& it : items) {
     elems += int64_t{it.num_queries} * qw + 2 * int64_t{it.num_append} * kvw;
@@ -574,128 +541,110 @@ void TcpAttentionLink::Step(int32_t layer, std::span<const ShardItem> items, int
                                                  " bytes exceeds the frame limit")));
     return;
   }
-  frame.reserve(kHeaderBytes + length);
-  Header h;
-  h.type = kStep;
-  h.length = static_cast<uint32_t>(length);
-  Put(&frame, h);  // seq patched below
-  Put(&frame, layer);
-  Put(&frame, static_cast<int32_t>(items.size()));
-  Put(&frame, static_cast<uint32_t>(dtype_));
-  Put(&frame, uint32_t{0});
-  for (const ShardItem& it : items) {
-    Put(&frame, WireItem{it.segment_key, it.q_start, it.num_queries, it.num_append, 0});
-  }
-  for (const ShardItem& it : items) {
-    PutRows(&frame, it.q, it.num_queries, qw, it.q_stride, dtype_);
-    PutRows(&frame, it.k, it.num_append, kvw, it.kv_stride, dtype_);
-    PutRows(&frame, it.v, it.num_append, kvw, it.kv_stride, dtype_);
-  }
-
-  // Sent under the lock, so that the reader cannot close the descriptor meanwhile (a send is
-  // bounded by SO_SNDTIMEO = the step deadline; the reader needs the lock only to hand out
-  // replies, and this request's cannot come before it is sent).
-  uint64_t gen = 0;
-  bool lost = false, sent = false;
+  bool sent;
   {
     absl::MutexLock lock(&mu_);
-    if (fd_ < 0) {
-      lost = true;
-    } else {
-      const uint32_t seq = next_seq_++;
-      std::memcpy(frame.data() + offsetof(Header, seq), &seq, sizeof(seq));
-      pending_.push_back({seq, rows, o, lse, std::move(done),
-                          std::chrono::steady_clock::now() + timeout_});
-      gen = gen_;
-      last_sent_ = static_cast<int64_t>(frame.size());
-      sent = WriteAll(fd_, frame.data(), frame.size());
+    std::vector<char>& frame = frame_;
+    frame.clear();
+    frame.reserve(kHeaderBytes + length);
+    Header h;
+    h.type = kStep;
+    h.length = static_cast<uint32_t>(length);
+    h.seq = next_seq_++;
+    Put(&frame, h);
+    Put(&frame, layer);
+    Put(&frame, static_cast<int32_t>(items.size()));
+    Put(&frame, static_cast<uint32_t>(dtype_));
+    Put(&frame, uint32_t{0});
+    for (const ShardItem& it : items) {
+      Put(&frame, WireItem{it.segment_key, it.q_start, it.num_queries, it.num_append, 0});
     }
+    for (const ShardItem& it : items) {
+      PutRows(&frame, it.q, it.num_queries, qw, it.q_stride, dtype_);
+      PutRows(&frame, it.k, it.num_append, kvw, it.kv_stride, dtype_);
+      PutRows(&frame, it.v, it.num_append, kvw, it.kv_stride, dtype_);
+    }
+    pending_.push_back({h.seq, rows, o, lse, std::move(done),
+                        std::chrono::steady_clock::now() + timeout_});
+    last_sent_ = static_cast<int64_t>(frame.size());
+    sent = WriteAll(fd_, frame.data(), frame.size());
   }
-  if (lost) {
-    done(absl::UnavailableError(name_ + ": connection lost"));
-  } else if (!sent) {
-    Fail(gen, absl::UnavailableError(absl::StrCat(name_, ": send failed: ", std::strerror(errno))));
+  if (!sent) {
+    Drop(absl::UnavailableError(absl::StrCat(name_, ": send failed: ", std::strerror(errno))));
   }
 }
 
-void TcpAttentionLink::ReadLoop(int fd, uint64_t gen) {
+void TcpAttentionLink::Collect() {
   const int64_t qw = shape_.q_dim(), H = shape_.num_heads;
   const size_t eb = ElemBytes(dtype_);
-  std::vector<char> payload;
   while (true) {
-    int wait_ms = 1000;
+    int fd;
+    std::chrono::steady_clock::time_point deadline;
     {
       absl::MutexLock lock(&mu_);
-      if (stopping_ || gen != gen_ || fd_ < 0) break;
-      if (!pending_.empty()) {
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-            pending_.front().deadline - std::chrono::steady_clock::now());
-        wait_ms = static_cast<int>(std::clamp<int64_t>(left.count(), 0, 1000));
-      }
+      if (pending_.empty() || fd_ < 0) return;
+      fd = fd_;
+      deadline = pending_.front().deadline;
     }
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
     pollfd p{fd, POLLIN, 0};
-    const int rc = ::poll(&p, 1, wait_ms);
+    const int rc = ::poll(&p, 1, static_cast<int>(std::max<int64_t>(left.count(), 0)));
     if (rc < 0 && errno == EINTR) continue;
     if (rc == 0) {
-      bool expired = false;
-      {
-        absl::MutexLock lock(&mu_);
-        expired = !pending_.empty() && std::chrono::steady_clock::now() >= pending_.front().deadline;
-      }
-      if (expired) {
-        Fail(gen, absl::DeadlineExceededError(absl::StrCat(
-                      name_, ": no attention reply within ", timeout_.count(), " ms")));
-        break;
-      }
-      continue;
+      if (std::chrono::steady_clock::now() < deadline) continue;
+      Drop(absl::DeadlineExceededError(
+          absl::StrCat(name_, ": no attention reply within ", timeout_.count(), " ms")));
+      return;
     }
     Header h;
-    const int r = rc < 0 ? -1 : ReadAll(fd, reinterpret_cast<char*>(&h), kHeaderBytes);
-    if (r != 1) {
-      Fail(gen, absl::UnavailableError(name_ + ": connection closed by the attention worker"));
-      break;
+    if (rc < 0 || ReadAll(fd, reinterpret_cast<char*>(&h), kHeaderBytes) != 1) {
+      Drop(absl::UnavailableError(name_ + ": connection closed by the attention worker"));
+      return;
     }
     if (h.magic != kMagic || (h.type != kStepReply && h.type != kError) || h.length > kMaxPayload) {
-      Fail(gen, absl::DataLossError(name_ + ": malformed frame from the attention worker"));
-      break;
-    }
-    payload.resize(h.length);
-    if (h.length > 0 && ReadAll(fd, payload.data(), h.length) != 1) {
-      Fail(gen, absl::UnavailableError(name_ + ": connection closed mid-frame"));
-      break;
+      Drop(absl::DataLossError(name_ + ": malformed frame from the attention worker"));
+      return;
     }
     Pending req;
-    bool matched = false;
+    absl::Status st;
     {
       absl::MutexLock lock(&mu_);
-      if (gen == gen_ && !pending_.empty() && pending_.front().seq == h.seq) {
-        matched = true;
+      payload_.resize(h.length);
+      if (h.length > 0 && ReadAll(fd, payload_.data(), h.length) != 1) {
+        st = absl::UnavailableError(name_ + ": connection closed mid-frame");
+      } else if (pending_.empty() || pending_.front().seq != h.seq) {
+        st = absl::DataLossError(name_ + ": reply to no request");
+      } else {
         req = std::move(pending_.front());
         pending_.pop_front();
         last_received_ = static_cast<int64_t>(kHeaderBytes + h.length);
+        if (h.type == kError) {
+          st = ErrorFromPayload(payload_, name_);
+        } else {
+          const size_t o_bytes = static_cast<size_t>(req.rows * qw) * eb;
+          const size_t l_bytes = static_cast<size_t>(req.rows * H) * 4;
+          if (payload_.size() != o_bytes + l_bytes) {
+            st = absl::DataLossError(name_ + ": reply sizes do not match the request");
+          } else {
+            GetRows(payload_.data(), req.rows * qw, dtype_, req.o);
+            GetRows(payload_.data() + o_bytes, req.rows * H, WireDType::kF32, req.lse);
+          }
+        }
       }
     }
-    if (!matched) {
-      Fail(gen, absl::DataLossError(name_ + ": reply to no request"));
-      break;
+    if (req.done) {
+      const bool protocol_error = absl::IsDataLoss(st);
+      req.done(st);
+      if (protocol_error) {
+        Drop(st);
+        return;
+      }
+    } else {
+      Drop(st);  // unreadable or unmatched: the stream cannot be trusted any more
+      return;
     }
-    if (h.type == kError) {
-      req.done(ErrorFromPayload(payload, name_));
-      continue;
-    }
-    const size_t o_bytes = static_cast<size_t>(req.rows * qw) * eb;
-    const size_t l_bytes = static_cast<size_t>(req.rows * H) * 4;
-    if (payload.size() != o_bytes + l_bytes) {
-      req.done(absl::DataLossError(name_ + ": reply sizes do not match the request"));
-      Fail(gen, absl::DataLossError(name_ + ": reply sizes do not match the request"));
-      break;
-    }
-    GetRows(payload.data(), req.rows * qw, dtype_, req.o);
-    GetRows(payload.data() + o_bytes, req.rows * H, WireDType::kF32, req.lse);
-    req.done(absl::OkStatus());
   }
-  absl::MutexLock lock(&mu_);  // Step sends under the lock: never while this closes
-  ::close(fd);
 }
 
 }  // namespace kvasir::transport

@@ -30,6 +30,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -80,11 +81,12 @@ class AttentionTcpServer {
 };
 
 // A decoder's link to one worker's TCP data plane. Step sends the request at once and returns;
-// a reader thread completes requests as their replies arrive (so the links of a layer's
-// workers overlap). A request without a reply within `timeout` fails with DEADLINE_EXCEEDED and
-// the connection is dropped (a frozen worker); a closed or refused connection fails with
-// UNAVAILABLE. The next Step reconnects, asking `resolve` for the data address again (a
-// restarted worker listens on a new port).
+// Collect, on the same thread, reads the replies and completes the requests (so a layer's steps
+// to all workers are on the wire together, and a reply reaches the waiting thread directly). A
+// request without a reply within `timeout` fails with DEADLINE_EXCEEDED and the connection is
+// dropped (a frozen worker); a closed or refused connection fails with UNAVAILABLE. The next
+// Step reconnects, asking `resolve` for the data address again (a restarted worker listens on a
+// new port). One caller at a time (the decoder's engine thread).
 class TcpAttentionLink : public AttentionLink {
  public:
   // `resolve`: the worker's data-plane "host:port" (its control service's answer).
@@ -95,8 +97,9 @@ class TcpAttentionLink : public AttentionLink {
 
   void Step(int32_t layer, std::span<const ShardItem> items, int64_t rows, float* o, float* lse,
             std::function<void(absl::Status)> done) override;
+  void Collect() override;
 
-  // Bytes of the last request and reply frames (headers included), for benchmarks.
+  // Bytes of the last request and reply frames (headers included), for tests and benchmarks.
   std::pair<int64_t, int64_t> last_frame_bytes() const {
     absl::MutexLock lock(&mu_);
     return {last_sent_, last_received_};
@@ -111,10 +114,10 @@ class TcpAttentionLink : public AttentionLink {
     std::function<void(absl::Status)> done;
     std::chrono::steady_clock::time_point deadline;
   };
-  absl::Status ConnectLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Drops connection `gen` (if still current) and fails its pending requests with `st`.
-  void Fail(uint64_t gen, const absl::Status& st) ABSL_LOCKS_EXCLUDED(mu_);
-  void ReadLoop(int fd, uint64_t gen);
+  // A connected, greeted socket, or why not.
+  absl::StatusOr<int> Connect();
+  // Closes the connection and fails every pending request with `st`.
+  void Drop(const absl::Status& st);
 
   const std::string name_;
   const std::function<absl::StatusOr<std::string>()> resolve_;
@@ -123,14 +126,13 @@ class TcpAttentionLink : public AttentionLink {
   const std::chrono::milliseconds timeout_;
   const WireDType dtype_;
 
+  // The engine thread is the only caller; the lock keeps the accessors and sanitizers honest.
   mutable absl::Mutex mu_;
   int fd_ ABSL_GUARDED_BY(mu_) = -1;
-  uint64_t gen_ ABSL_GUARDED_BY(mu_) = 0;  // connections made so far
   uint32_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
   std::deque<Pending> pending_ ABSL_GUARDED_BY(mu_);
-  std::thread reader_ ABSL_GUARDED_BY(mu_);
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  std::vector<char> frame_ ABSL_GUARDED_BY(mu_);  // the request being built
+  std::vector<char> frame_ ABSL_GUARDED_BY(mu_);    // the request being built
+  std::vector<char> payload_ ABSL_GUARDED_BY(mu_);  // the reply being read
   int64_t last_sent_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t last_received_ ABSL_GUARDED_BY(mu_) = 0;
 };

@@ -65,6 +65,7 @@ absl::Status LinkStep(TcpAttentionLink& link, int32_t layer, const ShardItem& it
   std::promise<absl::Status> p;
   link.Step(layer, std::span<const ShardItem>(&it, 1), it.num_queries, o, lse,
             [&](absl::Status st) { p.set_value(std::move(st)); });
+  link.Collect();
   return p.get_future().get();
 }
 
@@ -305,6 +306,7 @@ TEST(AttentionTcp, DecoderLinksUseTheAdvertisedPortOrFallBackToGrpc) {
     std::promise<absl::Status> p;
     (*link)->Step(0, std::span<const ShardItem>(&it, 1), 3, o.data(), lse.data(),
                   [&](absl::Status st) { p.set_value(std::move(st)); });
+    (*link)->Collect();
     ASSERT_TRUE(p.get_future().get().ok()) << "advertise " << advertise;
     EXPECT_EQ(o, want_o);
     EXPECT_EQ(lse, want_lse);
