@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -16,13 +17,25 @@ void PagedPartialAttentionRef(const PagedAttentionParams& p) {
     return;
   }
   thread_local std::vector<float> scores;  // [group, n]
+  thread_local std::vector<float> row;     // a bf16 K or V row widened
   scores.resize(static_cast<size_t>(g) * n);
+  row.resize(d);
+  // Row `pos` of a pool, as fp32.
+  auto kv_row = [&](const float* f32, const uint16_t* bf16, int32_t pos) -> const float* {
+    const int64_t at =
+        (static_cast<int64_t>(p.block_table[pos / p.block_size]) * p.block_size +
+         pos % p.block_size) * d;
+    if (bf16 == nullptr) return f32 + at;
+    for (int32_t i = 0; i < d; ++i) {
+      const uint32_t bits = static_cast<uint32_t>(bf16[at + i]) << 16;
+      std::memcpy(&row[i], &bits, sizeof(float));
+    }
+    return row.data();
+  };
   // Pass 1: scores, one K row read per token for the whole group.
   for (int32_t t = 0; t < n; ++t) {
     const int32_t pos = p.begin + t;
-    const float* k = p.k_pool +
-                     (static_cast<int64_t>(p.block_table[pos / p.block_size]) * p.block_size +
-                      pos % p.block_size) * d;
+    const float* k = kv_row(p.k_pool, p.k_pool_bf16, pos);
     for (int32_t h = 0; h < g; ++h) {
       const float* q = p.q + static_cast<int64_t>(h) * d;
       float s = 0.0f;
@@ -48,9 +61,7 @@ void PagedPartialAttentionRef(const PagedAttentionParams& p) {
   // Pass 2: o = Σ p V, one V row read per token for the whole group.
   for (int32_t t = 0; t < n; ++t) {
     const int32_t pos = p.begin + t;
-    const float* v = p.v_pool +
-                     (static_cast<int64_t>(p.block_table[pos / p.block_size]) * p.block_size +
-                      pos % p.block_size) * d;
+    const float* v = kv_row(p.v_pool, p.v_pool_bf16, pos);
     for (int32_t h = 0; h < g; ++h) {
       const float w = scores[static_cast<size_t>(h) * n + t];
       float* o = p.o + static_cast<int64_t>(h) * d;

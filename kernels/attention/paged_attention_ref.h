@@ -24,6 +24,9 @@ struct PagedAttentionParams {
   float scale = 1.0f;        // usually 1 / sqrt(head_dim)
   float* o = nullptr;        // [group, head_dim] out
   float* lse = nullptr;      // [group] out
+  // bf16 KV pools (bits, same layout) instead of k_pool / v_pool when set.
+  const uint16_t* k_pool_bf16 = nullptr;
+  const uint16_t* v_pool_bf16 = nullptr;
 };
 
 void PagedPartialAttentionRef(const PagedAttentionParams& p);

@@ -7,6 +7,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "kernels/attention/paged_attention_cpu.h"
+
 
 extern "C" void openblas_set_num_threads(int num_threads);
 
@@ -120,11 +122,11 @@ void CpuBackend::PagedPartialAttention(const PagedAttentionParams* items, int64_
             items[i].group;
   }
   if (macs < kInlineAttentionMacs) {
-    for (int64_t i = 0; i < n; ++i) PagedPartialAttentionRef(items[i]);
+    for (int64_t i = 0; i < n; ++i) PagedPartialAttentionCpu(items[i]);
     return;
   }
   pool_.ParallelFor(n, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) PagedPartialAttentionRef(items[i]);
+    for (int64_t i = b; i < e; ++i) PagedPartialAttentionCpu(items[i]);
   });
 }
 
