@@ -363,11 +363,47 @@ std::vector<int32_t> RunEngine(StepRunner* runner, const std::vector<int32_t>& p
 
 // The engine on the CUDA runner: greedy tokens (sampled on the device) equal a step-by-step
 // greedy loop over the runner's host logits, and seeded sampling repeats itself.
+// The engine on `runner`: greedy equals the host argmax of the runner's own logits fed back step
+// by step (80 tokens); seeded sampling repeats and another seed differs; no block is left held.
+void ExpectEngineIsStepwiseArgmax(CudaModelRunner* runner, const std::vector<int32_t>& prompt) {
+  const int32_t V = runner->config().vocab_size;
+  std::vector<int32_t> want;
+  {
+    ASSERT_TRUE(runner->kv()->Grow(500, static_cast<int32_t>(prompt.size())).ok());
+    SequenceInput in{500, prompt, 0, true, false};
+    for (int i = 0; i < 80; ++i) {
+      auto out = runner->Forward({in});
+      ASSERT_TRUE(out.ok()) << out.status();
+      want.push_back(Argmax(out->row(out->first_row[0]), V));
+      in.start_pos += static_cast<int32_t>(in.tokens.size());
+      in.tokens = {want.back()};
+      ASSERT_TRUE(runner->kv()->Grow(500, 1).ok());
+    }
+    runner->kv()->Release(500);
+  }
+  SamplingParams greedy;
+  greedy.temperature = 0.0f;
+  greedy.max_tokens = 80;
+  greedy.ignore_eos = true;
+  EXPECT_EQ(RunEngine(runner, prompt, greedy), want);
+  SamplingParams sampled = greedy;
+  sampled.temperature = 0.9f;
+  sampled.top_k = 40;
+  sampled.top_p = 0.95f;
+  sampled.seed = 1234;
+  const std::vector<int32_t> a = RunEngine(runner, prompt, sampled);
+  const std::vector<int32_t> b = RunEngine(runner, prompt, sampled);
+  EXPECT_EQ(a.size(), 80u);
+  EXPECT_EQ(a, b);
+  sampled.seed = 4321;
+  EXPECT_NE(RunEngine(runner, prompt, sampled), a);
+  EXPECT_EQ(runner->kv()->Usage().blocks_used, 0);
+}
+
 TEST(CudaModelRunner, EngineOnCudaRunner) {
   if (!HaveGpu()) GTEST_SKIP() << "no CUDA device";
   testing::TestModel m = testing::LoadStories260K();
   ASSERT_NE(m.weights, nullptr);
-  const int32_t V = m.weights->config.vocab_size;
   const std::vector<std::vector<int32_t>> seqs = TestSequences(*m.tokenizer);
   ASSERT_FALSE(seqs.empty());
   const std::vector<int32_t> prompt(seqs[1].begin(), seqs[1].begin() + 30);
@@ -377,38 +413,7 @@ TEST(CudaModelRunner, EngineOnCudaRunner) {
   ASSERT_TRUE(gpu_or.ok()) << gpu_or.status();
   CudaModelRunner& gpu = **gpu_or;
 
-  std::vector<int32_t> want;
-  {
-    ASSERT_TRUE(gpu.kv()->Grow(500, static_cast<int32_t>(prompt.size())).ok());
-    SequenceInput in{500, prompt, 0, true, false};
-    for (int i = 0; i < 80; ++i) {
-      auto out = gpu.Forward({in});
-      ASSERT_TRUE(out.ok()) << out.status();
-      want.push_back(Argmax(out->row(out->first_row[0]), V));
-      in.start_pos += static_cast<int32_t>(in.tokens.size());
-      in.tokens = {want.back()};
-      ASSERT_TRUE(gpu.kv()->Grow(500, 1).ok());
-    }
-    gpu.kv()->Release(500);
-  }
-  SamplingParams greedy;
-  greedy.temperature = 0.0f;
-  greedy.max_tokens = 80;
-  greedy.ignore_eos = true;
-  EXPECT_EQ(RunEngine(&gpu, prompt, greedy), want);
-
-  SamplingParams sampled = greedy;
-  sampled.temperature = 0.9f;
-  sampled.top_k = 40;
-  sampled.top_p = 0.95f;
-  sampled.seed = 1234;
-  const std::vector<int32_t> a = RunEngine(&gpu, prompt, sampled);
-  const std::vector<int32_t> b = RunEngine(&gpu, prompt, sampled);
-  EXPECT_EQ(a.size(), 80u);
-  EXPECT_EQ(a, b);
-  sampled.seed = 4321;
-  EXPECT_NE(RunEngine(&gpu, prompt, sampled), a);
-  EXPECT_EQ(gpu.kv()->Usage().blocks_used, 0);
+  ExpectEngineIsStepwiseArgmax(&gpu, prompt);
 }
 
 // The dense layers on the device, attention over a host KvCache through the AttentionExecutor
@@ -497,33 +502,9 @@ TEST(CudaModelRunner, ExternalHostAttention) {
     ext.kv()->Release(100 + s);
   }
 
-  // The engine on it: greedy equals the host argmax of the runner's own logits, step by step.
+  // The engine on it.
   const std::vector<int32_t> prompt(seqs[1].begin(), seqs[1].begin() + 30);
-  std::vector<int32_t> want;
-  {
-    ASSERT_TRUE(ext.kv()->Grow(500, static_cast<int32_t>(prompt.size())).ok());
-    SequenceInput in{500, prompt, 0, true, false};
-    for (int i = 0; i < 80; ++i) {
-      auto out = ext.Forward({in});
-      ASSERT_TRUE(out.ok()) << out.status();
-      want.push_back(Argmax(out->row(out->first_row[0]), V));
-      in.start_pos += static_cast<int32_t>(in.tokens.size());
-      in.tokens = {want.back()};
-      ASSERT_TRUE(ext.kv()->Grow(500, 1).ok());
-    }
-    ext.kv()->Release(500);
-  }
-  SamplingParams greedy;
-  greedy.temperature = 0.0f;
-  greedy.max_tokens = 80;
-  greedy.ignore_eos = true;
-  EXPECT_EQ(RunEngine(&ext, prompt, greedy), want);
-  SamplingParams sampled = greedy;
-  sampled.temperature = 0.9f;
-  sampled.top_k = 40;
-  sampled.seed = 1234;
-  EXPECT_EQ(RunEngine(&ext, prompt, sampled), RunEngine(&ext, prompt, sampled));
-  EXPECT_EQ(ext.kv()->Usage().blocks_used, 0);
+  ExpectEngineIsStepwiseArgmax(&ext, prompt);
   EXPECT_EQ(ext.stats().graph_steps, 0);
 
   // Bad input is refused before the executor or the device is touched.
