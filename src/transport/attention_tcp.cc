@@ -364,13 +364,13 @@ void AttentionTcpServer::Serve(Conn* conn) {
     return finish();
   }
   if (!SendFrame(fd, kHelloOk, h.seq, nullptr, 0)) return finish();
-  // Idle connections are fine; a frame that has begun must arrive within a minute.
-  SetTimeouts(fd, std::chrono::seconds(0), std::chrono::seconds(60));
+  // Idle connections are fine (the poll below waits without a limit); a frame that has begun
+  // must arrive, and a reply leave, within a minute.
+  SetTimeouts(fd, std::chrono::seconds(60), std::chrono::seconds(60));
 
   while (true) {
     pollfd p{fd, POLLIN, 0};
     if (::poll(&p, 1, -1) < 0 && errno != EINTR) break;
-    SetTimeouts(fd, std::chrono::seconds(60), std::chrono::seconds(60));
     const int rc = ReadAll(fd, reinterpret_cast<char*>(&h), kHeaderBytes);
     if (rc != 1) break;  // closed (0) or broken
     if (h.magic != kMagic || h.type != kStep || h.length > kMaxPayload ||
