@@ -105,6 +105,9 @@ std::vector<FlagSpec> With(std::vector<FlagSpec> extra) {
       {"dummy-config", true, "config for dummy weights: built-in name or config.json path"},
       {"threads", true, "CPU threads (default 2)"},
       {"device", true, "cpu (default: fp32 on the CPU) or cuda (bf16 weights and KV on GPU 0)"},
+      {"kv-cache-dtype", true,
+       "how KV rows are stored: fp32 or bf16 (default: fp32 on the CPU, bf16 with --device cuda, "
+       "whose GPU pool is always bf16)"},
       {"gpu-memory-utilization", true,
        "cuda: fraction of GPU memory for weights + KV pool (default 0.9)"},
       {"log-level", true, "debug, info, warn (default), error"},

@@ -26,6 +26,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/logging.h"
+#include "kvcache/block_pool.h"
 #include "common/secret.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
@@ -522,6 +523,9 @@ const std::vector<cli::FlagSpec>& ClusterFlagSpecs() {
       {"port", true, "router HTTP port (default 8000; 0 picks a free one)"},
       {"grpc-port", true, "router gRPC port (default 0: a free one)"},
       {"kv-blocks", true, "KV blocks of 16 tokens per attention worker (default: theirs)"},
+      {"kv-cache-dtype", true,
+       "how the attention workers store KV: fp32 or bf16 (default: fp32, bf16 with --device "
+       "cuda to match the GPU's own KV rounding)"},
       {"max-num-seqs", true, "sequences per decoder step (default: theirs)"},
       {"max-num-batched-tokens", true, "tokens per decoder step (default: theirs)"},
       {"device", true,
@@ -561,6 +565,10 @@ absl::StatusOr<ClusterOptions> ClusterOptionsFromArgs(const cli::Args& a) {
   o.device = a.Str("device", "cpu");
   if (o.device != "cpu" && o.device != "cuda") {
     return absl::InvalidArgumentError("--device must be cpu or cuda");
+  }
+  o.kv_cache_dtype = a.Str("kv-cache-dtype", o.device == "cuda" ? "bf16" : "");
+  if (!o.kv_cache_dtype.empty()) {
+    RETURN_IF_ERROR(ParseKvDType(o.kv_cache_dtype).status());
   }
   o.decoders = static_cast<int>(decoders);
   o.attention = static_cast<int>(attention);
@@ -642,6 +650,9 @@ std::vector<ChildSpec> BuildChildCommands(const ClusterOptions& o, const Cluster
                 {}};
     add_model_flags(c.argv);
     if (o.kv_blocks > 0) c.argv.insert(c.argv.end(), {"--kv-blocks", std::to_string(o.kv_blocks)});
+    if (!o.kv_cache_dtype.empty()) {
+      c.argv.insert(c.argv.end(), {"--kv-cache-dtype", o.kv_cache_dtype});
+    }
     out.push_back(std::move(c));
   }
 

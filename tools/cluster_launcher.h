@@ -33,6 +33,9 @@ struct ClusterOptions {
   // The decoders' device: cpu, or cuda (dense layers on the GPU, attention on the host
   // attention workers). Attention workers and the router stay on the CPU.
   std::string device = "cpu";
+  // The attention workers' KV storage, fp32 or bf16; empty: theirs (fp32). bf16 by default
+  // with cuda decoders, matching the rounding of the GPU's own KV pool.
+  std::string kv_cache_dtype;
   std::string api_key;  // router only; empty: none. Passed in its environment, not argv.
   // Shared by every child (in their environment) to authenticate the internal gRPC calls:
   // --cluster-secret-file or $KVASIR_CLUSTER_SECRET, else a fresh random one per launch.

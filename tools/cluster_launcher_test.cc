@@ -133,6 +133,14 @@ TEST(ClusterOptions, DeviceGoesToTheDecodersOnly) {
   ASSERT_EQ(c.size(), 3u);
   EXPECT_THAT(c[0].argv, ::testing::Not(::testing::Contains("--device")));
   EXPECT_THAT(c[1].argv, ::testing::Not(::testing::Contains("--device")));
+  // The workers store KV in bf16 like the GPU pool, so host and GPU attention round alike.
+  EXPECT_THAT(c[0].argv, ElementsAre("/proc/self/exe", "attention", "--host", "127.0.0.1",
+                                     "--grpc-port", "5000", "--kv-cache-dtype", "bf16"));
+  auto f = Parse({"--decoders", "1", "--attention", "1", "--device", "cuda", "--kv-cache-dtype",
+                  "fp32"});
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_THAT(BuildChildCommands(*f, {{5000}, {5001}, 8000, 5002})[0].argv,
+              ::testing::IsSupersetOf({"--kv-cache-dtype", "fp32"}));
   EXPECT_THAT(c[2].argv,
               ElementsAre("/proc/self/exe", "decoder", "--host", "127.0.0.1", "--grpc-port", "5001",
                           "--router", "127.0.0.1:5002", "--decoder-id", "0", "--device", "cuda"));
@@ -176,6 +184,7 @@ TEST(ClusterOptions, BadFlagsAreInvalidArgumentsNamingTheFlag) {
       {{"--decoders", "1", "--attention", "1", "--host", ""}, "--host"},
       {{"--decoders", "1", "--attention", "1", "--bogus", "1"}, "unknown flag --bogus"},
       {{"--decoders", "1", "--attention", "1", "--device", "tpu"}, "--device must be cpu or cuda"},
+      {{"--decoders", "1", "--attention", "1", "--kv-cache-dtype", "fp8"}, "unknown KV cache dtype"},
   };
   for (const auto& [args, needle] : cases) {
     auto o = Parse(args);

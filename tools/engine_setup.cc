@@ -15,6 +15,11 @@ absl::StatusOr<std::unique_ptr<StepRunner>> CreateRunnerOver(const LocalModel& m
                                                              const EngineOptions& o,
                                                              AttentionExecutor* attention) {
   if (o.device == "cuda") {
+    if (o.kv_dtype_or_default() != KvDType::kBF16) {
+      return absl::InvalidArgumentError(
+          "the GPU KV pool stores bf16: --kv-cache-dtype fp32 with --device cuda needs the KV "
+          "on the host (--attention-shards or attention workers)");
+    }
 #ifdef KVASIR_WITH_CUDA_RUNNER
     CudaModelRunnerOptions co;
     co.memory_fraction = o.gpu_memory_utilization;
@@ -86,21 +91,26 @@ absl::StatusOr<std::unique_ptr<LocalModel>> CreateLocalModel(const EngineOptions
 #endif
   }
   ASSIGN_OR_RETURN(const int64_t blocks, KvPoolBlocks(c, o));
-  const KvCacheConfig kc = KvCacheConfigFor(c, o.block_size, static_cast<int32_t>(blocks));
+  const KvCacheConfig kc = KvCacheConfigFor(c, o.block_size, static_cast<int32_t>(blocks),
+                                            /*host_storage=*/true, o.kv_dtype_or_default());
   SPDLOG_INFO("model {}: {} layers, dim {}, {} heads / {} kv heads, vocab {}, context {}; KV "
-              "cache {} blocks of {} tokens ({} MiB)",
+              "cache {} blocks of {} tokens ({} MiB {})",
               c.name, c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.vocab_size,
               c.max_position_embeddings, kc.num_blocks, kc.block_size,
-              (blocks * o.block_size * c.head_dim * 2 * int64_t{sizeof(float)}) >> 20);
+              (blocks * KvBytesPerBlock(c, o)) >> 20, KvDTypeName(kc.dtype));
   e->cache = std::make_unique<KvCache>(kc);
   e->kv_cache = e->cache.get();
   e->runner = std::make_unique<ModelRunner>(e->weights.get(), e->backend.get(), e->cache.get());
   return e;
 }
 
+int64_t KvBytesPerBlock(const ModelConfig& c, const EngineOptions& o) {
+  return int64_t{o.block_size} * c.head_dim * 2 * KvDTypeSize(o.kv_dtype_or_default());
+}
+
 absl::StatusOr<int64_t> KvPoolBlocks(const ModelConfig& c, const EngineOptions& o) {
   const int64_t tables = static_cast<int64_t>(c.num_layers) * c.num_kv_heads;
-  const int64_t bytes_per_block = int64_t{o.block_size} * c.head_dim * 2 * sizeof(float);
+  const int64_t bytes_per_block = KvBytesPerBlock(c, o);
   int64_t blocks = o.kv_blocks;
   if (blocks <= 0 && o.kv_tokens > 0) {
     blocks = tables * ((o.kv_tokens + o.block_size - 1) / o.block_size + 1);
@@ -134,6 +144,9 @@ absl::StatusOr<EngineOptions> EngineOptionsFromArgs(const cli::Args& a) {
   o.device = a.Str("device", "cpu");
   if (o.device != "cpu" && o.device != "cuda") {
     return absl::InvalidArgumentError("--device must be cpu or cuda");
+  }
+  if (a.Has("kv-cache-dtype")) {
+    ASSIGN_OR_RETURN(o.kv_dtype, ParseKvDType(a.Str("kv-cache-dtype")));
   }
   ASSIGN_OR_RETURN(o.gpu_memory_utilization, a.Float("gpu-memory-utilization", 0.9));
   if (!(o.gpu_memory_utilization > 0.0 && o.gpu_memory_utilization <= 1.0)) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "common/status.h"
@@ -34,6 +35,13 @@ struct EngineOptions {
   // kv_blocks > 0 sizes the pool explicitly instead.
   double gpu_memory_utilization = 0.9;
   int32_t max_num_seqs = 256;  // cuda: sequences that can hold KV at once
+  // --kv-cache-dtype: how host KV rows are stored (KV caches, attention shards and workers).
+  // Unset: fp32 on the CPU device, bf16 with cuda (the GPU pool's own dtype, so host and GPU
+  // attention see the same rounded K/V).
+  std::optional<KvDType> kv_dtype;
+  KvDType kv_dtype_or_default() const {
+    return kv_dtype.value_or(device == "cuda" ? KvDType::kBF16 : KvDType::kF32);
+  }
 };
 
 struct LocalModel {
@@ -61,5 +69,7 @@ absl::StatusOr<std::unique_ptr<StepRunner>> CreateRunnerOver(const LocalModel& m
 absl::StatusOr<EngineOptions> EngineOptionsFromArgs(const cli::Args& a);
 
 absl::StatusOr<int64_t> KvPoolBlocks(const ModelConfig& c, const EngineOptions& options);
+// K + V bytes of one block in options' KV dtype.
+int64_t KvBytesPerBlock(const ModelConfig& c, const EngineOptions& options);
 
 }  // namespace kvasir

@@ -272,7 +272,7 @@ int ServeMain(int argc, char** argv) {
   std::vector<std::string> names;
   for (int i = 0; i < shards; ++i) {
     owned.push_back(std::make_unique<AttentionShard>(ShapeOf(c), eo.block_size, total / shards,
-                                                     m->backend.get()));
+                                                     m->backend.get(), eo.kv_dtype_or_default()));
     ptrs.push_back(owned.back().get());
     names.push_back(absl::StrCat("in-process-", i));
   }
@@ -288,8 +288,9 @@ int ServeMain(int argc, char** argv) {
   DistributedAttention attention(ShapeOf(c), &directory, links.Resolver());
   KVASIR_ASSIGN_OR_FAIL(runner, CreateRunnerOver(*m, eo, &attention));
   Engine engine(runner.get(), ec);
-  SPDLOG_INFO("KV pool: {} blocks of {} tokens over {} in-process attention shard(s)",
-              total / shards * shards, eo.block_size, shards);
+  SPDLOG_INFO("KV pool: {} blocks of {} tokens ({}) over {} in-process attention shard(s)",
+              total / shards * shards, eo.block_size, KvDTypeName(eo.kv_dtype_or_default()),
+              shards);
   SignalWaiter signals;
   engine.Start();
   return RunFrontEnd(a, *m, &engine, grpc_port, {}, signals, [&] { engine.Stop(); },
@@ -428,7 +429,7 @@ int AttentionMain(int argc, char** argv) {
                       "KV blocks of 16 tokens in this worker's pool (default: 64 full contexts, "
                       "at most 4 GiB)"},
                      {"kv-memory-mb", true,
-                      "size the pool by memory instead: MiB of K+V (fp32 on the CPU backend)"}}});
+                      "size the pool by memory instead: MiB of K+V (in --kv-cache-dtype)"}}});
   bool help = false;
   KVASIR_ASSIGN_OR_FAIL(a, ParseOrHelp(argc, argv, "attention", specs, &help));
   if (help) return 0;
@@ -449,12 +450,17 @@ int AttentionMain(int argc, char** argv) {
   KVASIR_ASSIGN_OR_FAIL(m, CreateLocalModel(eo));
   const ModelConfig& c = m->weights->config;
   if (memory_mb > 0) {
-    const int64_t per_block = int64_t{eo.block_size} * c.head_dim * 2 * sizeof(float);
-    eo.kv_blocks = (memory_mb << 20) / per_block;
+    eo.kv_blocks = (memory_mb << 20) / KvBytesPerBlock(c, eo);
     if (eo.kv_blocks < 1) return Fail(absl::InvalidArgumentError("--kv-memory-mb is too small"));
   }
   KVASIR_ASSIGN_OR_FAIL(total, KvPoolBlocks(c, eo));
-  AttentionShard shard(ShapeOf(c), eo.block_size, total, m->backend.get());
+  // The worker's own device is the CPU: --kv-cache-dtype alone decides (default fp32).
+  const KvDType kv_dtype = eo.kv_dtype.value_or(KvDType::kF32);
+  if (eo.device != "cpu") {
+    return Fail(absl::InvalidArgumentError(
+        "attention workers run on the CPU (--device cpu); give the decoders --device cuda"));
+  }
+  AttentionShard shard(ShapeOf(c), eo.block_size, total, m->backend.get(), kv_dtype);
   const std::string host = a.Str("host", "127.0.0.1");
   KVASIR_ASSIGN_OR_FAIL(data_port_flag, a.Int("data-port", 0));
   if (data_port_flag < -1 || data_port_flag > 65535) {
@@ -474,10 +480,11 @@ int AttentionMain(int argc, char** argv) {
   if (!bound.ok()) return Fail(bound.status());
   std::fprintf(stderr,
                "kvasir: attention worker for %s on %s:%d (data plane: %s), %lld KV blocks of "
-               "%d tokens\n",
+               "%d tokens (%s)\n",
                c.name.c_str(), host.c_str(), *bound,
                data_port > 0 ? absl::StrCat("TCP port ", data_port).c_str() : "gRPC only",
-               static_cast<long long>(total), eo.block_size);
+               static_cast<long long>(total), eo.block_size,
+               std::string(KvDTypeName(kv_dtype)).c_str());
   std::printf("%d\n", *bound);
   std::fflush(stdout);
   signals.Wait();

@@ -7,11 +7,11 @@
 namespace kvasir {
 
 AttentionShard::AttentionShard(AttentionShape shape, int32_t block_size, int64_t num_blocks,
-                               Backend* backend)
+                               Backend* backend, KvDType dtype)
     : shape_(shape),
       backend_(backend),
       cache_(KvCacheConfig{shape.num_layers, shape.num_kv_heads, shape.head_dim, block_size,
-                           static_cast<int32_t>(num_blocks)}) {}
+                           static_cast<int32_t>(num_blocks), /*host_storage=*/true, dtype}) {}
 
 absl::Status AttentionShard::AllocateSegment(int64_t key, int32_t base, int32_t capacity) {
   if (base < 0 || capacity <= 0) {
@@ -61,6 +61,7 @@ ShardInfo AttentionShard::Info() const {
   i.num_blocks = cache_.pool().num_blocks();
   i.free_blocks = cache_.pool().num_free();
   i.num_segments = static_cast<int64_t>(segments_.size());
+  i.dtype = cache_.config().dtype;
   return i;
 }
 

@@ -43,12 +43,15 @@ struct ShardInfo {
   int64_t num_blocks = 0;
   int64_t free_blocks = 0;
   int64_t num_segments = 0;
+  KvDType dtype = KvDType::kF32;
 };
 
 class AttentionShard {
  public:
-  // Owns a KV pool of num_blocks blocks (each [block_size, head_dim] of one layer and kv head).
-  AttentionShard(AttentionShape shape, int32_t block_size, int64_t num_blocks, Backend* backend);
+  // Owns a KV pool of num_blocks blocks (each [block_size, head_dim] of one layer and kv head),
+  // its rows stored as `dtype` (bf16 halves the memory; the new K/V are rounded on append).
+  AttentionShard(AttentionShape shape, int32_t block_size, int64_t num_blocks, Backend* backend,
+                 KvDType dtype = KvDType::kF32);
 
   // Reserves room for `capacity` tokens of the sequence starting at position `base`.
   // AlreadyExists for a known key, ResourceExhausted when the pool cannot hold it.

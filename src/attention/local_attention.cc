@@ -11,8 +11,10 @@ PagedAttentionParams TableAttention(const BlockPool& pool, const PageTable& tabl
                                     int32_t head_dim, int32_t begin, int32_t end, const float* q,
                                     int32_t group, float* o, float* lse) {
   PagedAttentionParams p;
-  p.k_pool = pool.k_data();
+  p.k_pool = pool.k_data();  // exactly one of the fp32 and bf16 pairs is set
   p.v_pool = pool.v_data();
+  p.k_pool_bf16 = pool.k_bf16();
+  p.v_pool_bf16 = pool.v_bf16();
   p.block_table = table.blocks.data();
   p.block_size = pool.block_size();
   p.head_dim = head_dim;

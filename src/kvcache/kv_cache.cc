@@ -1,14 +1,13 @@
 #include "kvcache/kv_cache.h"
 
 #include <algorithm>
-#include <cstring>
 
 #include "common/logging.h"
 
 namespace kvasir {
 
 KvCache::KvCache(const KvCacheConfig& c)
-    : config_(c), pool_(c.num_blocks, c.block_size, c.head_dim, c.host_storage) {}
+    : config_(c), pool_(c.num_blocks, c.block_size, c.head_dim, c.host_storage, c.dtype) {}
 
 absl::Status KvCache::Create(int64_t seq_id) {
   if (seqs_.count(seq_id)) {
@@ -78,14 +77,13 @@ absl::Status KvCache::Reserve(int64_t seq_id, int32_t n) {
 void KvCache::Append(int64_t seq_id, int32_t layer, int32_t kv_head, const float* k,
                      const float* v, int32_t n, int64_t stride) {
   PageTable& t = Tables(seq_id)[layer * config_.num_kv_heads + kv_head];
-  const int32_t bs = config_.block_size, d = config_.head_dim;
+  const int32_t bs = config_.block_size;
   KVASIR_CHECK(pool_.has_host_storage());
   KVASIR_CHECK(static_cast<int64_t>(t.length) + n <= static_cast<int64_t>(t.blocks.size()) * bs);
   for (int32_t i = 0; i < n; ++i) {
     int32_t pos = t.length + i;
     int32_t block = t.blocks[pos / bs];
-    std::memcpy(pool_.KRow(block, pos % bs), k + i * stride, d * sizeof(float));
-    std::memcpy(pool_.VRow(block, pos % bs), v + i * stride, d * sizeof(float));
+    pool_.WriteRow(block, pos % bs, k + i * stride, v + i * stride);
   }
   t.length += n;
 }
@@ -116,7 +114,7 @@ absl::Status KvCache::Retain(int64_t seq_id, int32_t layer, int32_t kv_head,
     return absl::FailedPreconditionError("Retain: the KV rows are not stored in this cache");
   }
   PageTable& t = Tables(seq_id)[layer * config_.num_kv_heads + kv_head];
-  const int32_t bs = config_.block_size, d = config_.head_dim;
+  const int32_t bs = config_.block_size;
   for (size_t i = 0; i < keep.size(); ++i) {
     if (keep[i] < 0 || keep[i] >= t.length || (i > 0 && keep[i] <= keep[i - 1])) {
       return absl::InvalidArgumentError("Retain: indices must be ascending and within the table");
@@ -126,10 +124,7 @@ absl::Status KvCache::Retain(int64_t seq_id, int32_t layer, int32_t kv_head,
   for (size_t i = 0; i < keep.size(); ++i) {
     int32_t src = keep[i], dst = static_cast<int32_t>(i);
     if (src == dst) continue;
-    std::memcpy(pool_.KRow(t.blocks[dst / bs], dst % bs), pool_.KRow(t.blocks[src / bs], src % bs),
-                d * sizeof(float));
-    std::memcpy(pool_.VRow(t.blocks[dst / bs], dst % bs), pool_.VRow(t.blocks[src / bs], src % bs),
-                d * sizeof(float));
+    pool_.CopyRow(t.blocks[dst / bs], dst % bs, t.blocks[src / bs], src % bs);
   }
   t.length = static_cast<int32_t>(keep.size());
   size_t want = (t.length + bs - 1) / bs;

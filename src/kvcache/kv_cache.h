@@ -29,6 +29,7 @@ struct KvCacheConfig {
   // false: bookkeeping only (page tables, free list); the rows live in a pool elsewhere (the
   // CUDA runner's device pool) and are recorded with Advance() instead of Append().
   bool host_storage = true;
+  KvDType dtype = KvDType::kF32;  // how host rows are stored (Append rounds fp32 rows to it)
 };
 
 class KvCache {

@@ -4,14 +4,16 @@
 #include <random>
 #include <vector>
 
+#include "common/dtype.h"
 #include "gtest/gtest.h"
 #include "kernels/attention/paged_attention_ref.h"
 
 namespace kvasir {
 namespace {
 
-KvCacheConfig SmallConfig(int blocks) {
+KvCacheConfig SmallConfig(int blocks, KvDType dtype = KvDType::kF32) {
   KvCacheConfig c;
+  c.dtype = dtype;
   c.num_layers = 2;
   c.num_kv_heads = 3;
   c.head_dim = 4;
@@ -80,8 +82,11 @@ TEST(KvCache, AppendCrossesBlocksAndReadsBack) {
 
 // Heads keep different numbers of tokens; attention over each head's own table equals
 // attention over exactly the tokens it kept.
-TEST(KvCache, HeadsWithDifferentLengthsAttendOverTheirOwnTokens) {
-  KvCacheConfig c = SmallConfig(64);
+class KvCacheDType : public testing::TestWithParam<KvDType> {};
+
+TEST_P(KvCacheDType, HeadsWithDifferentLengthsAttendOverTheirOwnTokens) {
+  const KvDType dtype = GetParam();
+  KvCacheConfig c = SmallConfig(64, dtype);
   c.num_layers = 1;
   c.num_kv_heads = 2;
   KvCache cache(c);
@@ -92,6 +97,12 @@ TEST(KvCache, HeadsWithDifferentLengthsAttendOverTheirOwnTokens) {
   for (auto& x : k) x = nd(rng);
   for (auto& x : v) x = nd(rng);
   for (auto& x : q) x = nd(rng);
+  // What the pool stores: bf16 rounds each element (round to nearest even).
+  std::vector<float> ks = k, vs = v;
+  if (dtype == KvDType::kBF16) {
+    for (auto& x : ks) x = BF16ToF32(F32ToBF16(x));
+    for (auto& x : vs) x = BF16ToF32(F32ToBF16(x));
+  }
   ASSERT_TRUE(cache.Create(5).ok());
   ASSERT_TRUE(cache.Reserve(5, n).ok());
   for (int h = 0; h < 2; ++h) cache.Append(5, 0, h, k.data(), v.data(), n, d);
@@ -110,6 +121,9 @@ TEST(KvCache, HeadsWithDifferentLengthsAttendOverTheirOwnTokens) {
     PagedAttentionParams p;
     p.k_pool = cache.pool().k_data();
     p.v_pool = cache.pool().v_data();
+    p.k_pool_bf16 = cache.pool().k_bf16();
+    p.v_pool_bf16 = cache.pool().v_bf16();
+    ASSERT_EQ(p.k_pool == nullptr, dtype == KvDType::kBF16);
     p.block_table = t.blocks.data();
     p.block_size = c.block_size;
     p.head_dim = d;
@@ -129,7 +143,7 @@ TEST(KvCache, HeadsWithDifferentLengthsAttendOverTheirOwnTokens) {
     std::vector<double> s;
     for (int i : idx) {
       double acc = 0;
-      for (int j = 0; j < d; ++j) acc += q[j] * k[i * d + j];
+      for (int j = 0; j < d; ++j) acc += q[j] * ks[i * d + j];
       s.push_back(acc * 0.5);
       m = std::max(m, s.back());
     }
@@ -137,10 +151,56 @@ TEST(KvCache, HeadsWithDifferentLengthsAttendOverTheirOwnTokens) {
     std::vector<double> ref(d, 0.0);
     for (size_t a = 0; a < idx.size(); ++a) l += std::exp(s[a] - m);
     for (size_t a = 0; a < idx.size(); ++a)
-      for (int j = 0; j < d; ++j) ref[j] += std::exp(s[a] - m) / l * v[idx[a] * d + j];
+      for (int j = 0; j < d; ++j) ref[j] += std::exp(s[a] - m) / l * vs[idx[a] * d + j];
     for (int j = 0; j < d; ++j) EXPECT_NEAR(o[j], ref[j], 1e-5) << "head " << h;
     EXPECT_NEAR(lse, m + std::log(l), 1e-5);
   }
+  // Retain moved whole rows: the kept tokens read back exactly as stored.
+  const PageTable& t1 = cache.table(5, 0, 1);
+  for (size_t i = 0; i < keep.size(); ++i) {
+    float kr[4], vr[4];
+    cache.pool().ReadRow(t1.blocks[i / 4], static_cast<int32_t>(i % 4), kr, vr);
+    for (int j = 0; j < d; ++j) {
+      EXPECT_EQ(kr[j], ks[keep[i] * d + j]);
+      EXPECT_EQ(vr[j], vs[keep[i] * d + j]);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(BothDTypes, KvCacheDType, testing::Values(KvDType::kF32, KvDType::kBF16),
+                         [](const testing::TestParamInfo<KvDType>& i) {
+                           return std::string(KvDTypeName(i.param));
+                         });
+
+TEST(KvCache, Bf16PoolHalvesTheBytesAndRoundsToNearestEven) {
+  KvCache f32(SmallConfig(8)), b16(SmallConfig(8, KvDType::kBF16));
+  EXPECT_EQ(f32.pool().bytes_per_block(), 2 * 4 * 4 * 4);
+  EXPECT_EQ(b16.pool().bytes_per_block(), 2 * 4 * 4 * 2);
+  EXPECT_EQ(b16.pool().k_data(), nullptr);
+  ASSERT_NE(b16.pool().k_bf16(), nullptr);
+  ASSERT_TRUE(b16.Create(1).ok());
+  ASSERT_TRUE(b16.Reserve(1, 1).ok());
+  // 1 + 2^-8 lies halfway between two bf16 values (1 and 1 + 2^-7): ties go to even (1.0);
+  // 1 + 3 * 2^-8 rounds up to 1 + 2^-6.
+  const float k[4] = {1.0f + 1.0f / 256, 1.0f + 3.0f / 256, -2.5f, 0.0f};
+  const float v[4] = {3.0f, -0.0f, 1e-30f, 65504.0f};
+  b16.Append(1, 0, 0, k, v, 1, 4);
+  float kr[4], vr[4];
+  const PageTable& t = b16.table(1, 0, 0);
+  b16.pool().ReadRow(t.blocks[0], 0, kr, vr);
+  EXPECT_EQ(kr[0], 1.0f);
+  EXPECT_EQ(kr[1], 1.0f + 1.0f / 64);
+  EXPECT_EQ(kr[2], -2.5f);
+  EXPECT_EQ(vr[0], 3.0f);
+  EXPECT_EQ(vr[3], 65536.0f);  // 65504 is not a bf16 value; nearest is 2^16
+  EXPECT_NEAR(vr[2], 1e-30f, 1e-32f);
+}
+
+TEST(KvCache, ParsesKvDTypes) {
+  EXPECT_EQ(*ParseKvDType("bf16"), KvDType::kBF16);
+  EXPECT_EQ(*ParseKvDType("BFloat16"), KvDType::kBF16);
+  EXPECT_EQ(*ParseKvDType("fp32"), KvDType::kF32);
+  EXPECT_EQ(ParseKvDType("fp8").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

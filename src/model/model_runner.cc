@@ -33,7 +33,7 @@ ModelRunner::ModelRunner(const ModelWeights* weights, Backend* backend,
 }
 
 KvCacheConfig KvCacheConfigFor(const ModelConfig& c, int32_t block_size, int32_t num_blocks,
-                               bool host_storage) {
+                               bool host_storage, KvDType dtype) {
   KvCacheConfig k;
   k.num_layers = c.num_layers;
   k.num_kv_heads = c.num_kv_heads;
@@ -41,6 +41,7 @@ KvCacheConfig KvCacheConfigFor(const ModelConfig& c, int32_t block_size, int32_t
   k.block_size = block_size;
   k.num_blocks = num_blocks;
   k.host_storage = host_storage;
+  k.dtype = dtype;
   return k;
 }
 

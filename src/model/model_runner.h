@@ -63,7 +63,7 @@ struct ForwardResult {
 // A KV cache of `num_blocks` blocks of `block_size` tokens shaped for the model (one page table
 // per layer and KV head).
 KvCacheConfig KvCacheConfigFor(const ModelConfig& c, int32_t block_size, int32_t num_blocks,
-                               bool host_storage = true);
+                               bool host_storage = true, KvDType dtype = KvDType::kF32);
 
 // The checks every runner makes on a batch before touching any state: known sequences
 // (`known`), non-empty inputs, token ids inside the vocabulary, positions inside the context,

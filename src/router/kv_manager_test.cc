@@ -5,7 +5,9 @@
 // arrivals, where every request must finish (the deadlock of issue 11 otherwise).
 #include "router/kv_manager.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <random>
 
@@ -309,9 +311,10 @@ class DistributedModelTest : public ::testing::Test {
     r.params.ignore_eos = true;
     return r;
   }
-  std::vector<GenerationResult> RunLocal(const std::vector<GenerationRequest>& reqs) {
+  std::vector<GenerationResult> RunLocal(const std::vector<GenerationRequest>& reqs,
+                                         KvDType dtype = KvDType::kF32) {
     const ModelConfig& c = weights_->config;
-    KvCache cache({c.num_layers, c.num_kv_heads, c.head_dim, 16, 20000});
+    KvCache cache({c.num_layers, c.num_kv_heads, c.head_dim, 16, 20000, true, dtype});
     ModelRunner runner(weights_.get(), backend_.get(), &cache);
     Generator gen(&runner, tok_.get(), GeneratorOptions{13, 256});
     auto r = gen.Generate(reqs);
@@ -410,6 +413,55 @@ TEST_F(DistributedModelTest, PromptLogitsMatchLocal) {
   EXPECT_LT(max_diff, 1e-4);
   dist.Release(1);
   EXPECT_EQ(a.Info().free_blocks + b.Info().free_blocks + d.Info().free_blocks, 3 * per);
+}
+
+// bf16 KV on the workers (what CUDA decoders pair with): the same tokens as one local cache
+// stored in bf16, and the rounding stays small against fp32 KV.
+TEST_F(DistributedModelTest, Bf16ShardsEqualABf16LocalCacheAndStayCloseToFp32) {
+  AttentionShard a(shape_, 16, 220, backend_.get(), KvDType::kBF16),
+      b(shape_, 16, 240, backend_.get(), KvDType::kBF16);
+  EXPECT_EQ(a.Info().dtype, KvDType::kBF16);
+  LocalPools dir({"a", "b"}, {&a, &b});
+  DistributedAttention dist(shape_, dir.manager(), dir.links());
+  ModelRunner runner(weights_.get(), backend_.get(), &dist);
+  std::vector<GenerationRequest> reqs = {Req("Once upon a time", 290), Req("Lily and Ben", 120)};
+  Generator gen(&runner, tok_.get(), GeneratorOptions{13, 256});
+  auto got = gen.Generate(reqs);
+  ASSERT_TRUE(got.ok()) << got.status();
+  std::vector<GenerationResult> want = RunLocal(reqs, KvDType::kBF16);
+  ASSERT_EQ(want.size(), 2u);
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ((*got)[i].tokens, want[i].tokens) << i;
+  EXPECT_EQ(a.Info().free_blocks + b.Info().free_blocks, 460);
+
+  // Teacher-forced over the fp32 run's own tokens: bf16 KV picks the same argmax almost
+  // everywhere and moves the logits by little.
+  std::vector<GenerationResult> f32 = RunLocal({reqs[0]});
+  const ModelConfig& c = weights_->config;
+  std::vector<int32_t> ids = reqs[0].prompt;
+  ids.insert(ids.end(), f32[0].tokens.begin(), f32[0].tokens.end() - 1);
+  const int32_t n = static_cast<int32_t>(ids.size());
+  KvCache c32({c.num_layers, c.num_kv_heads, c.head_dim, 16, 2000}),
+      c16({c.num_layers, c.num_kv_heads, c.head_dim, 16, 2000, true, KvDType::kBF16});
+  ModelRunner r32(weights_.get(), backend_.get(), &c32), r16(weights_.get(), backend_.get(), &c16);
+  ASSERT_TRUE(c32.Create(1).ok() && c16.Create(1).ok());
+  auto l32 = r32.Forward({{1, ids, 0, true, true}});
+  auto l16 = r16.Forward({{1, ids, 0, true, true}});
+  ASSERT_TRUE(l32.ok() && l16.ok());
+  int agree = 0;
+  double max_diff = 0;
+  for (int32_t t = 0; t < n; ++t) {
+    const float* x = l32->row(t);
+    const float* y = l16->row(t);
+    agree += std::max_element(x, x + c.vocab_size) - x == std::max_element(y, y + c.vocab_size) - y;
+    for (int32_t v = 0; v < c.vocab_size; ++v) {
+      max_diff = std::max<double>(max_diff, std::fabs(x[v] - y[v]));
+    }
+  }
+  EXPECT_GE(agree, n * 98 / 100) << agree << " of " << n;
+  EXPECT_GT(max_diff, 0.0);  // the KV really was rounded
+  EXPECT_LT(max_diff, 0.5);
+  std::printf("bf16 vs fp32 KV, %d teacher-forced positions: top-1 %d agree, max |dlogit| %.4f\n",
+              n, agree, max_diff);
 }
 
 }  // namespace
