@@ -15,6 +15,7 @@
 #include <span>
 
 #include "common/status.h"
+#include "kvcache/eviction/kv_policy.h"
 #include "kvcache/kv_capacity.h"
 
 namespace kvasir {
@@ -23,6 +24,10 @@ struct AttentionStepSeq {
   int64_t seq_id = 0;
   int32_t start_pos = 0;   // position of the first new token
   int32_t num_tokens = 0;  // new tokens this step (rows in the step, in batch order)
+  // Head-aware eviction (kvcache/eviction): the request's policy (null: keep everything) and
+  // its prompt length; the executor applies it once the prompt's last token has been attended.
+  const KvPolicy* kv_policy = nullptr;
+  int32_t prompt_len = 0;
 };
 
 struct AttentionShape {

@@ -53,7 +53,100 @@ absl::Status LocalAttention::BeginStep(std::span<const AttentionStepSeq> seqs) {
     RETURN_IF_ERROR(cache_->Reserve(s.seq_id, s.num_tokens));
   }
   step_.assign(seqs.begin(), seqs.end());
+  for (const AttentionStepSeq& s : seqs) {
+    const KvPolicy* p = s.kv_policy;
+    if (!p || !p->Compresses(s.prompt_len) || evictions_.count(s.seq_id)) continue;
+    if (s.start_pos >= s.prompt_len) continue;  // past its prompt already: nothing to decide
+    Eviction& e = evictions_[s.seq_id];
+    e.policy = *p;
+    e.prompt_len = s.prompt_len;
+    e.window = std::min(p->window, s.prompt_len);
+    e.q.assign(static_cast<size_t>(shape_.num_layers) * e.window * shape_.q_dim(), 0.0f);
+    e.decided.assign(shape_.num_layers, 0);
+    e.plan.assign(static_cast<size_t>(shape_.num_layers) * shape_.num_kv_heads, HeadRetention{});
+  }
   return absl::OkStatus();
+}
+
+int64_t LocalAttention::KvTokensHeld(int64_t seq_id) const {
+  if (!cache_->Contains(seq_id)) return -1;
+  int64_t total = 0;
+  for (int32_t l = 0; l < shape_.num_layers; ++l) {
+    for (int32_t kh = 0; kh < shape_.num_kv_heads; ++kh) total += cache_->table(seq_id, l, kh).length;
+  }
+  return total / (int64_t{shape_.num_layers} * shape_.num_kv_heads);
+}
+
+const HeadRetention* LocalAttention::retention(int64_t seq_id, int32_t layer,
+                                               int32_t kv_head) const {
+  auto it = evictions_.find(seq_id);
+  if (it == evictions_.end() || !it->second.decided[layer]) return nullptr;
+  return &it->second.plan[static_cast<size_t>(layer) * shape_.num_kv_heads + kv_head];
+}
+
+void LocalAttention::RetainRows(int64_t seq_id, int32_t layer, int32_t kv_head,
+                                const std::vector<int32_t>& keep) {
+  const size_t before = cache_->table(seq_id, layer, kv_head).blocks.size();
+  absl::Status st = cache_->Retain(seq_id, layer, kv_head, keep);
+  KVASIR_CHECK(st.ok());  // the indices are built ascending and in range here
+  evicted_blocks_ += static_cast<int64_t>(before) -
+                     static_cast<int64_t>(cache_->table(seq_id, layer, kv_head).blocks.size());
+}
+
+void LocalAttention::ApplyEviction(int32_t layer, const AttentionStepSeq& s, int64_t row,
+                                   const float* qkv, int64_t qkv_stride, Eviction& e) {
+  const int32_t KVH = shape_.num_kv_heads, hd = shape_.head_dim;
+  const int64_t qd = shape_.q_dim();
+  const int32_t P = e.prompt_len, w = e.window;
+  const int32_t bs = cache_->config().block_size;
+  float* wq = e.q.data() + static_cast<int64_t>(layer) * w * qd;
+  for (int32_t i = 0; i < s.num_tokens; ++i) {
+    const int32_t pos = s.start_pos + i;
+    if (pos >= P - w && pos < P) {
+      std::copy(qkv + (row + i) * qkv_stride, qkv + (row + i) * qkv_stride + qd,
+                wq + static_cast<int64_t>(pos - (P - w)) * qd);
+    }
+  }
+  HeadRetention* plan = e.plan.data() + static_cast<int64_t>(layer) * KVH;
+  if (!e.decided[layer]) {
+    if (!(s.start_pos <= P - 1 && P - 1 < s.start_pos + s.num_tokens)) return;
+    // The prompt's last token was attended with the full KV: decide, then compact. Table
+    // entries are still positions here (this layer has not been compacted before).
+    const BlockPool& pool = cache_->pool();
+    std::vector<HeadObservation> obs;
+    if (e.policy.NeedsScores()) {
+      obs = ObserveLayer(shape_.num_heads, KVH, hd, P, w, wq, qd,
+                         1.0f / std::sqrt(static_cast<float>(hd)),
+                         [&](int32_t kh, int32_t t, float* k, float* v) {
+                           const PageTable& tb = cache_->table(s.seq_id, layer, kh);
+                           pool.ReadRow(tb.blocks[t / bs], t % bs, k, v);
+                         });
+    }
+    std::vector<HeadRetention> decided = PlanLayerRetention(e.policy, KVH, P, obs);
+    for (int32_t kh = 0; kh < KVH; ++kh) {
+      std::vector<int32_t> keep = std::move(decided[kh].keep);
+      const int32_t len = cache_->table(s.seq_id, layer, kh).length;
+      for (int32_t t = P; t < len; ++t) keep.push_back(t);  // a recompute's tokens after it
+      if (static_cast<int32_t>(keep.size()) < len) RetainRows(s.seq_id, layer, kh, keep);
+      decided[kh].keep.clear();
+      plan[kh] = std::move(decided[kh]);
+    }
+    e.decided[layer] = 1;
+  }
+  // While decoding: a compressed head at its cap plus a block lets its oldest block of
+  // unpinned (recent-window) tokens go.
+  for (int32_t kh = 0; kh < KVH; ++kh) {
+    const HeadRetention& r = plan[kh];
+    if (r.cap < 0) continue;
+    const int32_t len = cache_->table(s.seq_id, layer, kh).length;
+    if (len < r.cap + bs) continue;
+    const int32_t drop = len - r.cap;  // back to the cap
+    std::vector<int32_t> keep;
+    keep.reserve(len - drop);
+    for (int32_t t = 0; t < r.pinned; ++t) keep.push_back(t);
+    for (int32_t t = r.pinned + drop; t < len; ++t) keep.push_back(t);
+    RetainRows(s.seq_id, layer, kh, keep);
+  }
 }
 
 absl::Status LocalAttention::Attend(int32_t layer, const float* qkv, int64_t qkv_stride,
@@ -116,6 +209,14 @@ absl::Status LocalAttention::Attend(int32_t layer, const float* qkv, int64_t qkv
   // Group g = (token r, kv head kh) lands at out[r, kh * G * hd], i.e. stride G * hd.
   backend_->MergeAttention(groups, max_parts, o_parts_.data(), lse_parts_.data(), G, hd, out,
                            static_cast<int64_t>(G) * hd);
+  if (!evictions_.empty()) {
+    int64_t row = 0;
+    for (const AttentionStepSeq& s : step_) {
+      auto it = evictions_.find(s.seq_id);
+      if (it != evictions_.end()) ApplyEviction(layer, s, row, qkv, qkv_stride, it->second);
+      row += s.num_tokens;
+    }
+  }
   return absl::OkStatus();
 }
 

@@ -1,9 +1,11 @@
 // AttentionExecutor over a KvCache of this process (the embedded mode and the CPU reference).
 #pragma once
 
+#include <unordered_map>
 #include <vector>
 
 #include "attention/attention_executor.h"
+#include "kvcache/eviction/retention.h"
 #include "kvcache/kv_cache.h"
 #include "kvcache/kv_capacity.h"
 #include "runtime/backend.h"
@@ -31,10 +33,22 @@ class LocalAttention : public AttentionExecutor {
   int64_t BlocksForTokens(int64_t tokens) const override {
     return capacity_.BlocksForTokens(tokens);
   }
-  void Release(int64_t seq_id) override { capacity_.Release(seq_id); }
+  void Release(int64_t seq_id) override {
+    evictions_.erase(seq_id);
+    capacity_.Release(seq_id);
+  }
   bool Contains(int64_t seq_id) const override { return capacity_.Contains(seq_id); }
   absl::Status CheckFits(int64_t tokens) const override { return capacity_.CheckFits(tokens); }
-  KvUsage Usage() const override { return capacity_.Usage(); }
+  KvUsage Usage() const override {
+    KvUsage u = capacity_.Usage();
+    u.evicted_blocks_total = evicted_blocks_;
+    return u;
+  }
+  bool SupportsKvPolicies() const override { return cache_->pool().has_host_storage(); }
+  int64_t KvTokensHeld(int64_t seq_id) const override;
+  // The retention decided for one (layer, KV head) of a sequence; null before its prompt ended
+  // or without a compressing policy.
+  const HeadRetention* retention(int64_t seq_id, int32_t layer, int32_t kv_head) const;
   absl::Status BeginStep(std::span<const AttentionStepSeq> seqs) override;
   absl::Status Attend(int32_t layer, const float* qkv, int64_t qkv_stride, float* out) override;
 
@@ -47,6 +61,23 @@ class LocalAttention : public AttentionExecutor {
   std::vector<AttentionStepSeq> step_;
   std::vector<float> o_parts_, lse_parts_;
   std::vector<PagedAttentionParams> items_;
+
+  // ---- Head-aware eviction (kv_policy) per sequence.
+  struct Eviction {
+    KvPolicy policy;
+    int32_t prompt_len = 0;
+    int32_t window = 0;              // observation window, min(policy.window, prompt_len)
+    std::vector<float> q;            // [num_layers, window, q_dim] the window's queries
+    std::vector<uint8_t> decided;    // [num_layers]
+    std::vector<HeadRetention> plan; // [num_layers * num_kv_heads] (keep lists dropped)
+  };
+  // After layer `layer` attended step entry b (rows from `row`): records the window's queries,
+  // decides and compacts at the prompt's end, slides the compressed heads' windows later.
+  void ApplyEviction(int32_t layer, const AttentionStepSeq& s, int64_t row, const float* qkv,
+                     int64_t qkv_stride, Eviction& e);
+  void RetainRows(int64_t seq_id, int32_t layer, int32_t kv_head, const std::vector<int32_t>& keep);
+  std::unordered_map<int64_t, Eviction> evictions_;
+  int64_t evicted_blocks_ = 0;
 };
 
 }  // namespace kvasir

@@ -76,6 +76,15 @@ absl::Status Engine::Submit(EngineRequest request) {
         "prompt of ", plen, " tokens does not fit the context of ", c.max_position_embeddings,
         " tokens"));
   }
+  if (request.kv_policy && request.kv_policy->kind != KvPolicyKind::kFull) {
+    RETURN_IF_ERROR(ValidateKvPolicy(*request.kv_policy));
+    if (!attention_->SupportsKvPolicies()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "kv_policy ", std::string(KvPolicyName(request.kv_policy->kind)),
+          " is not supported where this decoder keeps its KV (attention workers or the GPU "
+          "pool); use kv_policy full"));
+    }
+  }
   const int64_t total = std::min<int64_t>(plen + request.params.max_tokens, c.max_position_embeddings);
   if (absl::Status fits = attention_->CheckFits(total); !fits.ok()) {
     if (absl::IsUnavailable(fits)) return fits;  // attention workers are down: not for good
@@ -121,6 +130,7 @@ void Engine::Finish(int64_t seq_id, const std::string& reason, absl::Status erro
   ev.finished = true;
   ev.finish_reason = reason;
   ev.error = std::move(error);
+  ev.kv_tokens_kept = s->kv_tokens_kept;
   if (s->req.on_event) s->req.on_event(std::move(ev));
 }
 
@@ -292,6 +302,8 @@ void Engine::RunStep() {
                      s.stream.begin() + ss.start_pos + ss.num_tokens);
     in.start_pos = ss.start_pos;
     in.want_logits = ss.wants_logits;
+    if (s.req.kv_policy) in.kv_policy = &*s.req.kv_policy;
+    in.prompt_len = static_cast<int32_t>(s.req.prompt.size());
     if (s.device_sampling && ss.wants_logits) {
       in.sampling = s.device_sampling;
       in.sampling->step = s.stream.size() - s.req.prompt.size();
@@ -334,6 +346,7 @@ void Engine::RunStep() {
       const sched::ScheduledSeq& ss = step.seqs[b];
       Seq& s = *seqs_.at(ss.request_id);
       s.kv_loss_open = false;  // its KV is whole again (a loss from now on is a new one)
+      s.kv_tokens_kept = attention_->KvTokensHeld(ss.request_id);
       if (!ss.wants_logits) {
         outcomes.push_back({ss.request_id, false, false});
         continue;

@@ -43,6 +43,9 @@ struct EngineEvent {
   bool finished = false;
   std::string finish_reason;          // "stop", "length", "abort", "error"
   absl::Status error;                 // set when finish_reason == "error"
+  // Final event: KV tokens the request held per (layer, KV head) at its last step (below its
+  // length when a kv_policy evicted some); -1 when the decoder cannot tell.
+  int64_t kv_tokens_kept = -1;
 };
 
 struct EngineRequest {
@@ -52,6 +55,9 @@ struct EngineRequest {
   // Tokens already generated for this request elsewhere (a stream migrated from a decoder that
   // died): continued from, not reported again; they count toward max_tokens.
   std::vector<int32_t> generated;
+  // Head-aware KV eviction after the prompt (kvcache/eviction/kv_policy.h); unset or full:
+  // every token's KV is kept.
+  std::optional<KvPolicy> kv_policy;
   std::function<void(EngineEvent)> on_event;
 };
 
@@ -127,6 +133,7 @@ class Engine : public EngineHandle {
     int32_t kv_losses = 0;
     bool kv_loss_open = false;  // lost, not yet recomputed through a successful step
     std::chrono::steady_clock::time_point kv_loss_since;  // when the open loss began
+    int64_t kv_tokens_kept = -1;  // after its last step (KvCapacity::KvTokensHeld)
   };
   // Its KV was lost (an attention worker died, froze, or a step on it failed): true when it is
   // to be recomputed, false when it must end with an error: the kMaxKvLosses + 1-th distinct

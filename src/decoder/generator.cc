@@ -63,6 +63,7 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
     er.id = i;
     er.prompt = requests[i].prompt;
     er.params = requests[i].params;
+    er.kv_policy = requests[i].kv_policy;
     er.on_event = [&inbox](EngineEvent ev) {
       {
         std::lock_guard<std::mutex> lock(inbox.mu);
@@ -114,6 +115,7 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
     }
     if (!ev.finished) continue;
     --remaining;
+    res.kv_tokens_kept = ev.kv_tokens_kept;
     if (ev.finish_reason == "error") {
       failure = ev.error;
       continue;

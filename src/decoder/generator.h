@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -22,6 +23,7 @@ namespace kvasir {
 struct GenerationRequest {
   std::vector<int32_t> prompt;  // token ids, BOS included when wanted
   SamplingParams params;
+  std::optional<KvPolicy> kv_policy;  // head-aware KV eviction (EngineRequest::kv_policy)
 };
 
 struct GenerationResult {
@@ -30,6 +32,7 @@ struct GenerationResult {
   std::string text;                    // detokenized output, stop strings removed
   std::string finish_reason;           // "stop" or "length"
   int32_t prompt_tokens = 0;
+  int64_t kv_tokens_kept = -1;         // EngineEvent::kv_tokens_kept
 };
 
 struct GeneratorOptions {

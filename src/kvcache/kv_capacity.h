@@ -15,6 +15,7 @@ namespace kvasir {
 struct KvUsage {
   int64_t blocks_total = 0;
   int64_t blocks_used = 0;  // reserved or holding tokens
+  int64_t evicted_blocks_total = 0;  // returned to the pool by KV eviction (kv_policy), ever
 };
 
 class KvCapacity {
@@ -35,6 +36,11 @@ class KvCapacity {
   virtual absl::Status CheckFits(int64_t tokens) const = 0;
   // Blocks over the whole pool (free = total - used); shared pools report the last known value.
   virtual KvUsage Usage() const = 0;
+  // Whether AttentionStepSeq::kv_policy is honoured (the KV is evicted as the policy says).
+  virtual bool SupportsKvPolicies() const { return false; }
+  // Tokens the sequence's KV holds per (layer, KV head) table, averaged (rounded down); -1 when
+  // unknown. Below its length once a kv_policy evicted some.
+  virtual int64_t KvTokensHeld(int64_t seq_id) const { return -1; }
 
   // For a pool shared with other decoders: the priority of a sequence (its request's arrival
   // order at the router, smaller is older), which the pool's manager uses to decide who grows

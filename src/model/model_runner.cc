@@ -217,7 +217,8 @@ absl::StatusOr<ForwardResult> ModelRunner::Forward(const std::vector<SequenceInp
   for (const SequenceInput& s : batch) T += static_cast<int64_t>(s.tokens.size());
   std::vector<AttentionStepSeq> step(batch.size());
   for (size_t b = 0; b < batch.size(); ++b) {
-    step[b] = {batch[b].seq_id, batch[b].start_pos, static_cast<int32_t>(batch[b].tokens.size())};
+    step[b] = {batch[b].seq_id, batch[b].start_pos, static_cast<int32_t>(batch[b].tokens.size()),
+               batch[b].kv_policy, batch[b].prompt_len};
   }
   RETURN_IF_ERROR(attention_->BeginStep(step));
 

@@ -43,6 +43,10 @@ struct SequenceInput {
   // With want_logits and not all_logits: a runner with samples_on_device() samples the token
   // itself (ForwardResult::sampled) and returns no logits row for the entry.
   std::optional<RunnerSampling> sampling = std::nullopt;
+  // Head-aware KV eviction for the request (null: keep all; must outlive Forward) and its
+  // prompt length (AttentionStepSeq::kv_policy).
+  const KvPolicy* kv_policy = nullptr;
+  int32_t prompt_len = 0;
 
   // The runner samples this entry's token (when it samples on its device at all).
   bool runner_samples() const { return want_logits && sampling && !all_logits; }

@@ -463,7 +463,8 @@ absl::StatusOr<ForwardResult> CudaModelRunner::Forward(const std::vector<Sequenc
     std::vector<AttentionStepSeq> step(batch.size());
     for (size_t b = 0; b < batch.size(); ++b) {
       step[b] = {batch[b].seq_id, batch[b].start_pos,
-                 static_cast<int32_t>(batch[b].tokens.size())};
+                 static_cast<int32_t>(batch[b].tokens.size()), batch[b].kv_policy,
+                 batch[b].prompt_len};
     }
     RETURN_IF_ERROR(external_->BeginStep(step));
   } else {
