@@ -104,6 +104,20 @@ absl::StatusOr<std::unique_ptr<LocalModel>> CreateLocalModel(const EngineOptions
   return e;
 }
 
+absl::StatusOr<std::optional<KvPolicy>> KvPolicyFromArgs(const cli::Args& a) {
+  if (!a.Has("kv-policy") && !a.Has("kv-budget")) return std::optional<KvPolicy>();
+  KvPolicy p;
+  ASSIGN_OR_RETURN(p.kind, ParseKvPolicyKind(a.Str("kv-policy", "taskkv")));
+  if (a.Has("kv-budget")) {
+    ASSIGN_OR_RETURN(double budget, a.Float("kv-budget", 1.0));
+    RETURN_IF_ERROR(SetKvBudget(budget, &p));
+  } else if (p.kind != KvPolicyKind::kFull) {
+    p.budget_fraction = 0.4;
+  }
+  RETURN_IF_ERROR(ValidateKvPolicy(p));
+  return std::optional<KvPolicy>(p);
+}
+
 int64_t KvBytesPerBlock(const ModelConfig& c, const EngineOptions& o) {
   return int64_t{o.block_size} * c.head_dim * 2 * KvDTypeSize(o.kv_dtype_or_default());
 }

@@ -69,6 +69,9 @@ absl::StatusOr<std::unique_ptr<StepRunner>> CreateRunnerOver(const LocalModel& m
 absl::StatusOr<EngineOptions> EngineOptionsFromArgs(const cli::Args& a);
 
 absl::StatusOr<int64_t> KvPoolBlocks(const ModelConfig& c, const EngineOptions& options);
+// --kv-policy / --kv-budget (validated); nullopt when neither is given.
+absl::StatusOr<std::optional<KvPolicy>> KvPolicyFromArgs(const cli::Args& a);
+
 // K + V bytes of one block in options' KV dtype.
 int64_t KvBytesPerBlock(const ModelConfig& c, const EngineOptions& options);
 

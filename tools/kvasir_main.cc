@@ -26,6 +26,7 @@
 #include "tools/bench/bench_serve.h"
 #endif
 #include "tools/bench_offline.h"
+#include "tools/bench_kv.h"
 #include "tools/cli_args.h"
 #include "tools/engine_setup.h"
 #include "tools/cluster_launcher.h"
@@ -57,6 +58,8 @@ int Generate(int argc, char** argv) {
       {"stop", true, "stop string (repeatable)"},
       {"ignore-eos", false, "keep generating past end-of-sequence tokens"},
       {"no-bos", false, "do not prepend the BOS token"},
+      {"kv-policy", true, "KV eviction after the prompt: full (default), taskkv, streaming, snapkv, adakv"},
+      {"kv-budget", true, "KV kept per head: a fraction of the prompt in (0, 1] or a token count"},
   });
   auto a = Args::Parse(argc, argv, 2, specs);
   if (!a.ok()) return Fail(a.status());
@@ -103,7 +106,9 @@ int Generate(int argc, char** argv) {
   if (!ids.ok()) return Fail(ids.status());
   if (ids->empty()) return Fail(absl::InvalidArgumentError("the prompt encodes to no tokens"));
   Generator gen(e.runner.get(), e.tokenizer.get());
-  GenerationRequest req{*ids, p};
+  auto kv_policy = KvPolicyFromArgs(*a);
+  if (!kv_policy.ok()) return Fail(kv_policy.status());
+  GenerationRequest req{*ids, p, *kv_policy};
   auto t0 = std::chrono::steady_clock::now();
   auto res = gen.Generate({req}, [](size_t, int32_t, std::string_view text) {
     std::fwrite(text.data(), 1, text.size(), stdout);
@@ -516,6 +521,7 @@ void PrintUsage() {
       "  convert       write a model in the HF layout (safetensors + config.json + tokenizer)\n"
       "  bench-engine  engine throughput table on dummy weights\n"
       "  bench-offline offline throughput: N requests queued at once through the engine\n"
+      "  bench-kv      KV eviction (kv_policy) quality vs memory on a retrieval eval set\n"
       "  logits        print the logits of every prompt position (--ids) as JSON\n"
       "  bench serve   load-test an OpenAI-compatible server (vLLM-compatible flags)\n"
       "run `kvasir COMMAND --help` for a command's flags\n",
@@ -536,6 +542,7 @@ int main(int argc, char** argv) {
   if (cmd == "convert") return kvasir::Convert(argc, argv);
   if (cmd == "bench-engine") return kvasir::BenchEngine(argc, argv);
   if (cmd == "bench-offline") return kvasir::BenchOfflineMain(argc, argv);
+  if (cmd == "bench-kv") return kvasir::BenchKvMain(argc, argv);
   if (cmd == "logits") return kvasir::Logits(argc, argv);
   if (cmd == "serve") return kvasir::ServeMain(argc, argv);
   if (cmd == "cluster") return kvasir::RunCluster(argc, argv);
