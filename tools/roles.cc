@@ -101,6 +101,12 @@ std::vector<cli::FlagSpec> FrontEndFlags() {
        "--api-key-file or $KVASIR_API_KEY)"},
       {"api-key-file", true, "read the API key from this file"},
       {"served-model-name", true, "model id reported and accepted (default: model dir name)"},
+      {"kv-policy", true,
+       "default KV eviction after the prompt: full (default), taskkv, streaming, snapkv, adakv "
+       "(requests override it with kv_policy)"},
+      {"kv-budget", true,
+       "default KV kept per head: a fraction of the prompt in (0, 1] or a token count "
+       "(default 0.4 with a policy; requests override it with kv_budget)"},
   };
 }
 
@@ -151,6 +157,8 @@ int RunFrontEnd(const Args& a, const LocalModel& m, EngineHandle* engine, int gr
   if (sc.model_name.empty()) sc.model_name = m.weights->config.name;
   auto tc = ReadFileToString((std::filesystem::path(m.model_dir) / "tokenizer_config.json").string());
   sc.chat_format = api::DetectChatFormat(tc.ok() ? *tc : "");
+  KVASIR_ASSIGN_OR_FAIL(default_kv_policy, KvPolicyFromArgs(a));
+  sc.default_kv_policy = default_kv_policy;
   if (kv_manager != nullptr) {
     sc.extra_metrics = [kv_manager, name = sc.model_name] { return kv_manager->RenderMetrics(name); };
     sc.degraded = [kv_manager, decoders_down]() -> std::string {
@@ -233,7 +241,9 @@ int ServeMain(int argc, char** argv) {
                        "KV blocks of 16 tokens in the pool, over all shards (default: 64 full "
                        "contexts, at most 4 GiB)"},
                       {"attention-shards", true,
-                       "in-process attention workers the KV pool is split over (default 1)"},
+                       "split the KV pool over N in-process attention workers under the KV "
+                       "manager, as a cluster does (default: one local pool; kv_policy eviction "
+                       "needs the local pool)"},
                       {"grpc-port", true,
                        "also serve kvasir.v1.Completion over gRPC on this port (0: a free one, "
                        "printed as a second stdout line; default: off)"}}});
@@ -250,10 +260,11 @@ int ServeMain(int argc, char** argv) {
   eo.kv_blocks = blocks;
   eo.kv_contexts = 64;                  // default pool: 64 full contexts,
   eo.kv_max_bytes = int64_t{4} << 30;   // capped at 4 GiB of K+V
-  if (eo.device == "cuda" && !a.Has("attention-shards")) {
-    // The KV pool lives on the GPU next to the weights (--gpu-memory-utilization sizes it
-    // unless --kv-blocks does); attention runs there. With --attention-shards the KV goes to
-    // in-process attention shards in host memory instead (the path below).
+  if (!a.Has("attention-shards")) {
+    // One KV pool next to the weights: on the GPU (--gpu-memory-utilization sizes it unless
+    // --kv-blocks does) or in host memory for the CPU; attention runs over it in process, and
+    // kv_policy eviction works there. With --attention-shards the KV goes to in-process
+    // attention shards under the KV manager instead, as in a cluster (the path below).
     eo.max_num_seqs = std::max(ec.max_num_seqs, 1);
     KVASIR_ASSIGN_OR_FAIL(gm, CreateLocalModel(eo));
     Engine engine(gm->runner.get(), ec);

@@ -100,6 +100,12 @@ TEST(ParseCompletion, BadRequestsAreClear400s) {
       {R"({"prompt": "x", "logit_bias": {"5": 10}})", "logit_bias"},
       {R"({"prompt": "x", "model": 7})", "model"},
       {R"({"prompt": "x", "seed": 1.5})", "seed"},
+      {R"({"prompt": "x", "kv_policy": "h2o"})", "kv_policy"},
+      {R"({"prompt": "x", "kv_policy": 3})", "kv_policy"},
+      {R"({"prompt": "x", "kv_budget": 0})", "kv_budget"},
+      {R"({"prompt": "x", "kv_budget": -0.5})", "kv_budget"},
+      {R"({"prompt": "x", "kv_budget": 2.5})", "kv_budget"},
+      {R"({"prompt": "x", "kv_budget": "half"})", "kv_budget"},
   };
   for (const Case& c : cases) {
     ApiError e = Err(c.body);
@@ -114,6 +120,19 @@ TEST(ParseCompletion, BadRequestsAreClear400s) {
     EXPECT_EQ(e.http_status, 400) << body;
     EXPECT_NE(e.message.find("JSON"), std::string::npos) << body << " -> " << e.message;
   }
+}
+
+TEST(ParseCompletion, KvPolicyAndBudget) {
+  auto v = ParseCompletionRequest(R"({"prompt": "x", "kv_policy": "snapkv", "kv_budget": 0.25})",
+                                  Endpoint::kCompletions);
+  ASSERT_TRUE(std::holds_alternative<CompletionRequest>(v));
+  const CompletionRequest& r = std::get<CompletionRequest>(v);
+  EXPECT_EQ(r.kv_policy, KvPolicyKind::kSnapKv);
+  EXPECT_EQ(r.kv_budget, 0.25);
+  auto t = ParseCompletionRequest(R"({"prompt": "x", "kv_budget": 300})", Endpoint::kCompletions);
+  ASSERT_TRUE(std::holds_alternative<CompletionRequest>(t));
+  EXPECT_FALSE(std::get<CompletionRequest>(t).kv_policy.has_value());
+  EXPECT_EQ(std::get<CompletionRequest>(t).kv_budget, 300.0);
 }
 
 TEST(ParseChat, MessagesAndErrors) {

@@ -295,15 +295,31 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_vie
     if (!r.stream) return BadRequest("'stream_options' is only allowed with stream: true", "stream_options");
   }
   rd.String("user", &r.user);
+  if (const json* kp = rd.Get("kv_policy")) {
+    if (!kp->is_string()) return BadRequest("'kv_policy' must be a string", "kv_policy");
+    auto kind = ParseKvPolicyKind(kp->get<std::string>());
+    if (!kind.ok()) return BadRequest(std::string(kind.status().message()), "kv_policy");
+    r.kv_policy = *kind;
+  }
+  if (const json* kb = rd.Get("kv_budget")) {
+    KvPolicy probe;
+    if (!kb->is_number() || !SetKvBudget(kb->get<double>(), &probe).ok()) {
+      return BadRequest("'kv_budget' must be a fraction of the prompt in (0, 1] or an integer "
+                        "token count", "kv_budget");
+    }
+    r.kv_budget = kb->get<double>();
+  }
   if (rd.error) return *rd.error;
   return r;
 }
 
 namespace {
 json UsageJson(const Usage& u) {
-  return {{"prompt_tokens", u.prompt_tokens},
-          {"completion_tokens", u.completion_tokens},
-          {"total_tokens", u.prompt_tokens + u.completion_tokens}};
+  json j = {{"prompt_tokens", u.prompt_tokens},
+            {"completion_tokens", u.completion_tokens},
+            {"total_tokens", u.prompt_tokens + u.completion_tokens}};
+  if (u.kv_tokens_kept >= 0) j["kv_tokens_kept"] = u.kv_tokens_kept;
+  return j;
 }
 json Reason(const std::string& r) { return r.empty() ? json(nullptr) : json(r); }
 }  // namespace

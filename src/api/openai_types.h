@@ -8,6 +8,7 @@
 #include <variant>
 #include <vector>
 
+#include "kvcache/eviction/kv_policy.h"
 #include "model/sampling/sampling_params.h"
 
 namespace kvasir::api {
@@ -38,6 +39,11 @@ struct CompletionRequest {
   // only), chat `logprobs: true`. params.logprobs counts the alternatives.
   bool want_logprobs = false;
   std::string user;
+  // Kvasir's extra fields: head-aware KV eviction after the prompt (kvcache/eviction).
+  // `kv_policy`: full | taskkv | streaming | snapkv | adakv; `kv_budget`: a fraction of the
+  // prompt in (0, 1] or a token count. Unset: the server's defaults (--kv-policy, --kv-budget).
+  std::optional<KvPolicyKind> kv_policy;
+  std::optional<double> kv_budget;
 };
 
 // An error in OpenAI's shape: {"error": {"message", "type", "param", "code"}}.
@@ -60,6 +66,8 @@ std::string ErrorJson(const ApiError& e);
 struct Usage {
   int32_t prompt_tokens = 0;
   int32_t completion_tokens = 0;
+  // KV tokens the request kept per (layer, KV head) at its end; -1: unknown (not reported).
+  int64_t kv_tokens_kept = -1;
 };
 
 struct TopLogprob {

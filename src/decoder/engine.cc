@@ -213,6 +213,7 @@ void Engine::Loop() {
       const KvUsage u = attention_->Usage();
       stats_.kv_blocks_total = u.blocks_total;
       stats_.kv_blocks_used = u.blocks_used;
+      stats_.kv_evicted_blocks = u.evicted_blocks_total;
       stats_.step_seconds += step_secs;
     }
   }

@@ -77,6 +77,7 @@ struct EngineStats {
   int64_t kv_blocks_used = 0;
   int64_t steps = 0;
   int64_t preemptions = 0;  // total, since start
+  int64_t kv_evicted_blocks = 0;  // returned to the pool by kv_policy eviction, since start
   // Wall time since start spent in the runner's Forward() and in the whole step (scheduling,
   // batch building, Forward, sampling, events): their difference is the engine's own cost.
   double forward_seconds = 0.0;

@@ -15,7 +15,10 @@ CompletionStream::~CompletionStream() { Cancel(); }
 void CompletionStream::OnEvent(EngineEvent ev) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (ev.finished) engine_done_ = true;
+    if (ev.finished) {
+      engine_done_ = true;
+      kv_tokens_kept_ = ev.kv_tokens_kept;
+    }
     events_.push_back(std::move(ev));
   }
   cv_.notify_one();
@@ -41,7 +44,7 @@ void CompletionStream::Cancel() {
 
 api::Usage CompletionStream::usage() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return {prompt_tokens_, completion_tokens_};
+  return {prompt_tokens_, completion_tokens_, kv_tokens_kept_};
 }
 
 bool CompletionStream::Next(StreamDelta* out, std::chrono::milliseconds timeout) {
@@ -213,6 +216,28 @@ std::variant<std::shared_ptr<CompletionStream>, ApiError> CompletionService::Sta
   er.id = stream->id_;
   er.prompt = std::move(ids);
   er.params = params;
+  // The request's kv_policy / kv_budget over the server's defaults.
+  if (req.kv_policy || req.kv_budget || config_.default_kv_policy) {
+    KvPolicy kp = config_.default_kv_policy.value_or(KvPolicy{});
+    if (req.kv_policy) {
+      kp.kind = *req.kv_policy;
+      if (!config_.default_kv_policy || config_.default_kv_policy->kind == KvPolicyKind::kFull) {
+        kp.budget_fraction = 0.4;  // a policy named without a budget: Task-KV's 40%
+        kp.budget_tokens = 0;
+      }
+    } else if (req.kv_budget && kp.kind == KvPolicyKind::kFull) {
+      kp.kind = KvPolicyKind::kTaskKv;  // a budget alone: spent the Task-KV way
+    }
+    if (req.kv_budget) {
+      if (absl::Status s = SetKvBudget(*req.kv_budget, &kp); !s.ok()) {
+        return reject(BadRequest(std::string(s.message()), "kv_budget"));
+      }
+    }
+    if (absl::Status s = ValidateKvPolicy(kp); !s.ok()) {
+      return reject(BadRequest(std::string(s.message()), "kv_policy"));
+    }
+    er.kv_policy = kp;
+  }
   std::weak_ptr<CompletionStream> weak = stream;
   er.on_event = [weak](EngineEvent ev) {
     if (auto s = weak.lock()) s->OnEvent(std::move(ev));
@@ -237,7 +262,8 @@ std::variant<std::shared_ptr<CompletionStream>, ApiError> CompletionService::Sta
 
 std::string CompletionService::RenderMetrics() {
   EngineStats s = engine_->stats();
-  std::string out = metrics_.Render(config_.model_name, {s.running, s.waiting, s.kv_blocks_total, s.kv_blocks_used, s.preemptions});
+  std::string out = metrics_.Render(config_.model_name, {s.running, s.waiting, s.kv_blocks_total, s.kv_blocks_used, s.preemptions,
+                                                      s.kv_evicted_blocks});
   if (config_.extra_metrics) out += config_.extra_metrics();
   return out;
 }

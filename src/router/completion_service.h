@@ -62,6 +62,7 @@ class CompletionStream {
   std::condition_variable cv_;
   std::deque<EngineEvent> events_;
   int32_t completion_tokens_ = 0;
+  int64_t kv_tokens_kept_ = -1;
   bool finished_ = false;  // delivered done to the caller
   bool engine_done_ = false;
 };
@@ -76,6 +77,8 @@ struct ServiceConfig {
   std::function<std::string()> degraded;
   // False while no KV pool (attention worker) is up: /health answers 503. Empty: always up.
   std::function<bool()> kv_up;
+  // kv_policy / kv_budget of requests that give none (--kv-policy, --kv-budget); unset: full.
+  std::optional<KvPolicy> default_kv_policy;
 };
 
 class CompletionService {

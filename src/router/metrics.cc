@@ -74,6 +74,9 @@ std::string RouterMetrics::Render(const std::string& model, const Gauges& g) con
   gauge("kvasir:kv_cache_blocks_total", "KV blocks in the pool.", absl::StrCat(g.kv_blocks_total));
   counter("kvasir:num_preemptions_total", "Sequences preempted (KV freed, recomputed later).",
           static_cast<uint64_t>(g.preemptions));
+  counter("kvasir:kv_evicted_blocks_total",
+          "KV blocks returned to the pool by head-aware eviction (kv_policy).",
+          static_cast<uint64_t>(g.kv_evicted_blocks));
   counter("kvasir:prompt_tokens_total", "Prefill tokens processed.", prompt_tokens_);
   counter("kvasir:generation_tokens_total", "Generated tokens.", generation_tokens_);
   absl::StrAppend(&o, "# HELP kvasir:request_success_total Finished requests by reason.\n",

@@ -28,6 +28,7 @@ class Histogram {
 struct Gauges {
   int64_t running = 0, waiting = 0, kv_blocks_total = 0, kv_blocks_used = 0;
   int64_t preemptions = 0;  // total since start (a counter)
+  int64_t kv_evicted_blocks = 0;  // total since start (a counter)
 };
 
 class RouterMetrics {

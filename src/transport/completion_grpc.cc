@@ -76,6 +76,19 @@ std::variant<api::CompletionRequest, api::ApiError> FromProto(const v1::Generate
   }
   p.ignore_eos = s.ignore_eos();
   r.echo = in.echo();
+  if (in.has_kv_policy()) {
+    auto kind = ParseKvPolicyKind(in.kv_policy());
+    if (!kind.ok()) return api::BadRequest(std::string(kind.status().message()), "kv_policy");
+    r.kv_policy = *kind;
+  }
+  if (in.has_kv_budget()) {
+    KvPolicy probe;
+    if (!SetKvBudget(in.kv_budget(), &probe).ok()) {
+      return api::BadRequest("'kv_budget' must be a fraction of the prompt in (0, 1] or an "
+                             "integer token count", "kv_budget");
+    }
+    r.kv_budget = in.kv_budget();
+  }
   return r;  // ranges (NaN, top_p, ...) are checked by CompletionService::Start
 }
 
@@ -114,6 +127,7 @@ class CompletionGrpcServer::Impl final : public v1::Completion::Service {
         out.set_finish_reason(d.finish_reason);
         api::Usage u = stream->usage();
         out.mutable_usage()->set_prompt_tokens(u.prompt_tokens);
+        if (u.kv_tokens_kept >= 0) out.mutable_usage()->set_kv_tokens_kept(u.kv_tokens_kept);
         out.mutable_usage()->set_completion_tokens(u.completion_tokens);
       }
       if ((!out.text().empty() || d.done) && !writer->Write(out)) {

@@ -429,6 +429,13 @@ EngineStats RemoteDecoders::stats() const {
 }
 
 absl::Status RemoteDecoders::Submit(EngineRequest request) {
+  if (request.kv_policy && request.kv_policy->kind != KvPolicyKind::kFull) {
+    // The KV lives on attention workers, which do not evict yet: refusing beats ignoring it.
+    return absl::InvalidArgumentError(absl::StrCat(
+        "kv_policy ", std::string(KvPolicyName(request.kv_policy->kind)),
+        " is not supported by the cluster's attention workers yet; use kv_policy full or "
+        "kvasir serve"));
+  }
   return Place(std::move(request), std::vector<bool>(decoders_.size(), false), 0);
 }
 

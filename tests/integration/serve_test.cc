@@ -295,6 +295,48 @@ TEST(Serve, ChatLogprobsWithTopAlternatives) {
   EXPECT_EQ(text, r["choices"][0]["message"]["content"]);
 }
 
+// kv_policy end to end: `full` is today's output, a compressed prompt reports fewer KV tokens
+// kept (usage.kv_tokens_kept), a bad value is a 400 naming the field, and the server default
+// (--kv-policy) applies to requests that name none.
+TEST(Serve, KvPolicyFieldsAndUsage) {
+  Server s({"--kv-policy", "streaming", "--kv-budget", "0.5"});
+  std::string prompt;
+  for (int i = 0; i < 12; ++i) prompt += "Once upon a time, there was a little girl named Lily. ";
+  auto body = [&](const std::string& extra) {
+    return json{{"prompt", prompt}, {"max_tokens", 20}, {"temperature", 0}}.dump().insert(1, extra);
+  };
+  int status = 0;
+  json full = Post(s, "/v1/completions", body(R"("kv_policy": "full",)"), &status);
+  ASSERT_EQ(status, 200) << full.dump();
+  const int64_t plen = full["usage"]["prompt_tokens"];
+  EXPECT_EQ(full["usage"]["kv_tokens_kept"], plen + 20 - 1);
+  json dflt = Post(s, "/v1/completions", body(""), &status);
+  ASSERT_EQ(status, 200) << dflt.dump();
+  EXPECT_LT(dflt["usage"]["kv_tokens_kept"].get<int64_t>(), plen / 2 + 20);
+  json task = Post(s, "/v1/completions", body(R"("kv_policy": "taskkv", "kv_budget": 0.3,)"), &status);
+  ASSERT_EQ(status, 200) << task.dump();
+  EXPECT_LT(task["usage"]["kv_tokens_kept"].get<int64_t>(), plen * 3 / 10 + 20);
+  EXPECT_EQ(task["usage"]["completion_tokens"], 20);
+  json bad = Post(s, "/v1/completions", body(R"("kv_policy": "h2o",)"), &status);
+  EXPECT_EQ(status, 400);
+  EXPECT_EQ(bad["error"]["param"], "kv_policy");
+  bad = Post(s, "/v1/completions", body(R"("kv_budget": 7.5,)"), &status);
+  EXPECT_EQ(status, 400);
+  EXPECT_EQ(bad["error"]["param"], "kv_budget");
+  // The KV manager's shards do not evict yet: a compressing policy is refused, not ignored.
+  Server sharded({"--attention-shards", "1"});
+  bad = Post(sharded, "/v1/completions", body(R"("kv_policy": "snapkv",)"), &status);
+  EXPECT_EQ(status, 400) << bad.dump();
+  EXPECT_NE(bad["error"]["message"].get<std::string>().find("not supported"), std::string::npos);
+  EXPECT_EQ(Post(sharded, "/v1/completions", body(R"("kv_policy": "full",)"), &status)["choices"][0]["text"],
+            full["choices"][0]["text"]);
+  // Without a policy, the default server's answer equals the plain one.
+  Server plain;
+  json p = Post(plain, "/v1/completions", body(""), &status);
+  ASSERT_EQ(status, 200);
+  EXPECT_EQ(p["choices"][0]["text"], full["choices"][0]["text"]);
+}
+
 TEST(Serve, FullQueueIs429) {
   Server s({"--max-num-seqs", "1", "--max-waiting", "1"});
   std::atomic<int> n429{0}, n200{0};
