@@ -3,7 +3,7 @@
 # default model) through
 #   A  kvasir serve --device cuda                          (KV in the GPU's bf16 pool: the reference)
 #   B  kvasir serve --device cuda --attention-shards 2     (dense on the GPU, KV on 2 in-process
-#                                                           host shards, fp32)
+#                                                           host shards, bf16 like the GPU pool)
 #   C  kvasir cluster --device cuda --decoders 1 --attention 2   (real processes, gRPC data plane)
 #   D  kvasir cluster --device cuda --decoders 2 --attention 2   (two CUDA decoders on one GPU)
 #   E  kvasir serve (CPU fp32, for scale)
