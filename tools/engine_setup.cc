@@ -105,17 +105,15 @@ absl::StatusOr<std::unique_ptr<LocalModel>> CreateLocalModel(const EngineOptions
 }
 
 absl::StatusOr<std::optional<KvPolicy>> KvPolicyFromArgs(const cli::Args& a) {
-  if (!a.Has("kv-policy") && !a.Has("kv-budget")) return std::optional<KvPolicy>();
-  KvPolicy p;
-  ASSIGN_OR_RETURN(p.kind, ParseKvPolicyKind(a.Str("kv-policy", "taskkv")));
-  if (a.Has("kv-budget")) {
-    ASSIGN_OR_RETURN(double budget, a.Float("kv-budget", 1.0));
-    RETURN_IF_ERROR(SetKvBudget(budget, &p));
-  } else if (p.kind != KvPolicyKind::kFull) {
-    p.budget_fraction = 0.4;
+  std::optional<KvPolicyKind> kind;
+  std::optional<double> budget;
+  if (a.Has("kv-policy")) {
+    ASSIGN_OR_RETURN(kind, ParseKvPolicyKind(a.Str("kv-policy")));
   }
-  RETURN_IF_ERROR(ValidateKvPolicy(p));
-  return std::optional<KvPolicy>(p);
+  if (a.Has("kv-budget")) {
+    ASSIGN_OR_RETURN(budget, a.Float("kv-budget", 1.0));
+  }
+  return ResolveKvPolicy(std::nullopt, kind, budget);
 }
 
 int64_t KvBytesPerBlock(const ModelConfig& c, const EngineOptions& o) {

@@ -70,11 +70,7 @@ absl::Status LocalAttention::BeginStep(std::span<const AttentionStepSeq> seqs) {
 
 int64_t LocalAttention::KvTokensHeld(int64_t seq_id) const {
   if (!cache_->Contains(seq_id)) return -1;
-  int64_t total = 0;
-  for (int32_t l = 0; l < shape_.num_layers; ++l) {
-    for (int32_t kh = 0; kh < shape_.num_kv_heads; ++kh) total += cache_->table(seq_id, l, kh).length;
-  }
-  return total / (int64_t{shape_.num_layers} * shape_.num_kv_heads);
+  return cache_->TotalTokens(seq_id) / (int64_t{shape_.num_layers} * shape_.num_kv_heads);
 }
 
 const HeadRetention* LocalAttention::retention(int64_t seq_id, int32_t layer,

@@ -107,6 +107,12 @@ int32_t KvCache::Length(int64_t seq_id) const {
   return m;
 }
 
+int64_t KvCache::TotalTokens(int64_t seq_id) const {
+  int64_t total = 0;
+  for (const PageTable& t : Tables(seq_id)) total += t.length;
+  return total;
+}
+
 absl::Status KvCache::Retain(int64_t seq_id, int32_t layer, int32_t kv_head,
                              const std::vector<int32_t>& keep) {
   if (!seqs_.count(seq_id)) return absl::NotFoundError(absl::StrCat("unknown sequence ", seq_id));

@@ -67,6 +67,8 @@ class KvCache {
   const PageTable& table(int64_t seq_id, int32_t layer, int32_t kv_head) const;
   // Tokens in the shortest table (all are equal unless heads were compacted).
   int32_t Length(int64_t seq_id) const;
+  // Tokens over all the sequence's tables (below tables x Length once heads were compacted).
+  int64_t TotalTokens(int64_t seq_id) const;
 
   // Keeps only the listed token indices (ascending) of one table, compacting in place and
   // returning blocks no longer needed to the pool (head-aware eviction). Needs host storage.

@@ -216,28 +216,14 @@ std::variant<std::shared_ptr<CompletionStream>, ApiError> CompletionService::Sta
   er.id = stream->id_;
   er.prompt = std::move(ids);
   er.params = params;
-  // The request's kv_policy / kv_budget over the server's defaults.
-  if (req.kv_policy || req.kv_budget || config_.default_kv_policy) {
-    KvPolicy kp = config_.default_kv_policy.value_or(KvPolicy{});
-    if (req.kv_policy) {
-      kp.kind = *req.kv_policy;
-      if (!config_.default_kv_policy || config_.default_kv_policy->kind == KvPolicyKind::kFull) {
-        kp.budget_fraction = 0.4;  // a policy named without a budget: Task-KV's 40%
-        kp.budget_tokens = 0;
-      }
-    } else if (req.kv_budget && kp.kind == KvPolicyKind::kFull) {
-      kp.kind = KvPolicyKind::kTaskKv;  // a budget alone: spent the Task-KV way
-    }
-    if (req.kv_budget) {
-      if (absl::Status s = SetKvBudget(*req.kv_budget, &kp); !s.ok()) {
-        return reject(BadRequest(std::string(s.message()), "kv_budget"));
-      }
-    }
-    if (absl::Status s = ValidateKvPolicy(kp); !s.ok()) {
-      return reject(BadRequest(std::string(s.message()), "kv_policy"));
-    }
-    er.kv_policy = kp;
+  // The request's kv_policy / kv_budget over the server's defaults (validated at start-up, so
+  // a bad result comes from the request's budget).
+  auto kv_policy = ResolveKvPolicy(config_.default_kv_policy, req.kv_policy, req.kv_budget);
+  if (!kv_policy.ok()) {
+    return reject(BadRequest(std::string(kv_policy.status().message()),
+                             req.kv_budget ? "kv_budget" : "kv_policy"));
   }
+  er.kv_policy = *kv_policy;
   std::weak_ptr<CompletionStream> weak = stream;
   er.on_event = [weak](EngineEvent ev) {
     if (auto s = weak.lock()) s->OnEvent(std::move(ev));

@@ -76,4 +76,24 @@ absl::Status SetKvBudget(double value, KvPolicy* p) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::optional<KvPolicy>> ResolveKvPolicy(const std::optional<KvPolicy>& defaults,
+                                                        std::optional<KvPolicyKind> kind,
+                                                        std::optional<double> budget) {
+  if (!defaults && !kind && !budget) return std::optional<KvPolicy>();
+  KvPolicy p = defaults.value_or(KvPolicy{});
+  const bool defaults_compress = defaults && defaults->kind != KvPolicyKind::kFull;
+  if (kind) {
+    p.kind = *kind;
+    if (!defaults_compress) {
+      p.budget_fraction = kDefaultKvBudget;
+      p.budget_tokens = 0;
+    }
+  } else if (budget && p.kind == KvPolicyKind::kFull) {
+    p.kind = KvPolicyKind::kTaskKv;
+  }
+  if (budget) RETURN_IF_ERROR(SetKvBudget(*budget, &p));
+  RETURN_IF_ERROR(ValidateKvPolicy(p));
+  return std::optional<KvPolicy>(p);
+}
+
 }  // namespace kvasir

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string_view>
 
 #include "common/status.h"
@@ -58,5 +59,16 @@ absl::Status ValidateKvPolicy(const KvPolicy& p);
 // `kv_budget` as the API takes it: a number in (0, 1] is a fraction of the prompt, an integer
 // > 1 a token count. Sets budget_fraction / budget_tokens of *p.
 absl::Status SetKvBudget(double value, KvPolicy* p);
+
+// The budget a policy named without one gets (Task-KV's 40%).
+inline constexpr double kDefaultKvBudget = 0.4;
+
+// A request's (or the command line's) kv_policy / kv_budget over the defaults: a policy named
+// without a budget keeps the defaults' budget when they compress, else kDefaultKvBudget; a budget
+// alone is spent the defaults' way, or Task-KV's when they are full. nullopt when neither the
+// defaults nor the fields are set. Validated (InvalidArgument).
+absl::StatusOr<std::optional<KvPolicy>> ResolveKvPolicy(const std::optional<KvPolicy>& defaults,
+                                                        std::optional<KvPolicyKind> kind,
+                                                        std::optional<double> budget);
 
 }  // namespace kvasir

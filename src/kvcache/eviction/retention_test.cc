@@ -301,5 +301,33 @@ TEST(KvPolicy, ParsingBudgetsAndValidation) {
   EXPECT_FALSE(full.Compresses(100000));
 }
 
+TEST(KvPolicy, ResolveMergesRequestFieldsOverDefaults) {
+  EXPECT_FALSE(ResolveKvPolicy(std::nullopt, std::nullopt, std::nullopt)->has_value());
+  // A policy alone: the default budget; a budget alone: Task-KV's way.
+  auto named = ResolveKvPolicy(std::nullopt, KvPolicyKind::kSnapKv, std::nullopt);
+  ASSERT_TRUE(named.ok() && named->has_value());
+  EXPECT_EQ((*named)->kind, KvPolicyKind::kSnapKv);
+  EXPECT_EQ((*named)->budget_fraction, kDefaultKvBudget);
+  auto budget = ResolveKvPolicy(std::nullopt, std::nullopt, 300);
+  ASSERT_TRUE(budget.ok());
+  EXPECT_EQ((*budget)->kind, KvPolicyKind::kTaskKv);
+  EXPECT_EQ((*budget)->budget_tokens, 300);
+  // Over compressing defaults: the request's policy keeps their budget, its budget their policy.
+  KvPolicy d;
+  d.kind = KvPolicyKind::kStreaming;
+  d.budget_fraction = 0.5;
+  d.sink = 8;
+  auto kept = ResolveKvPolicy(d, KvPolicyKind::kAdaKv, std::nullopt);
+  EXPECT_EQ((*kept)->kind, KvPolicyKind::kAdaKv);
+  EXPECT_EQ((*kept)->budget_fraction, 0.5);
+  EXPECT_EQ((*kept)->sink, 8);
+  auto rebudget = ResolveKvPolicy(d, std::nullopt, 0.25);
+  EXPECT_EQ((*rebudget)->kind, KvPolicyKind::kStreaming);
+  EXPECT_EQ((*rebudget)->budget_fraction, 0.25);
+  EXPECT_EQ((*ResolveKvPolicy(d, KvPolicyKind::kFull, std::nullopt))->kind, KvPolicyKind::kFull);
+  EXPECT_EQ(ResolveKvPolicy(d, std::nullopt, 2.5).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace kvasir
