@@ -66,6 +66,7 @@ int BenchKvMain(int argc, char** argv) {
       {"window", true, "observation window (default 32)"},
       {"pooling", true, "pooling kernel (default 7)"},
       {"beta", true, "taskkv heterogeneous head fraction (default 0.3)"},
+      {"hetero-share", true, "taskkv heterogeneous head budget, times the average (default 1.25)"},
   });
   auto a = cli::Args::Parse(argc, argv, 2, specs);
   if (!a.ok()) return cli::Fail(a.status());
@@ -97,6 +98,9 @@ int BenchKvMain(int argc, char** argv) {
   auto beta = a->Float("beta", base.beta);
   if (!beta.ok()) return cli::Fail(beta.status());
   base.beta = *beta;
+  auto share = a->Float("hetero-share", base.hetero_share);
+  if (!share.ok()) return cli::Fail(share.status());
+  base.hetero_share = *share;
   const std::string eval = a->Str("eval", m.model_dir + "/eval.jsonl");
   auto items = LoadEval(eval, *m.tokenizer, *ctx, *num);
   if (!items.ok()) return cli::Fail(items.status());

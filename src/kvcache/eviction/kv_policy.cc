@@ -55,6 +55,9 @@ absl::Status ValidateKvPolicy(const KvPolicy& p) {
   if (!(p.beta >= 0.0 && p.beta <= 1.0)) {
     return absl::InvalidArgumentError("kv beta (heterogeneous head fraction) must be in [0, 1]");
   }
+  if (!(p.hetero_share >= 1.0 && p.hetero_share <= 1e6)) {
+    return absl::InvalidArgumentError("kv hetero_share must be in [1, 1e6]");
+  }
   return absl::OkStatus();
 }
 

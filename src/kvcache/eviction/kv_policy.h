@@ -12,8 +12,10 @@
 //   adakv      Ada-KV: the window per head, then the layer's top tokens across all heads at
 //              once (heads that attend sharply get more)
 //   taskkv     Task-KV: the heads whose semantic vector lies farthest from the layer's center
-//              (a fraction `beta` of them) keep everything the budget allows (all of it when it
-//              fits); the others keep sinks, a recent window and their top "middle" tokens
+//              (a fraction `beta` of them) get `hetero_share` times the average budget (the
+//              paper keeps them whole: a share >= 1/budget); the others keep sinks and a recent
+//              window each, and their top "middle" tokens by pooled score chosen across all
+//              of them at once with what is left
 #pragma once
 
 #include <cstdint>
@@ -39,6 +41,10 @@ struct KvPolicy {
   int32_t window = 32;           // observation window: the last prompt queries that score
   int32_t pooling = 7;           // odd kernel of the average pooling over scores
   double beta = 0.3;             // taskkv: fraction of heads that are heterogeneous
+  // taskkv: a heterogeneous head's budget as a multiple of the layer's average (at most the
+  // prompt). 1.25 measured best on tinyrecall (README); keeping them whole starves the rest
+  // of a 4-KV-head layer (one head whole is 25% of the layer's KV already).
+  double hetero_share = 1.25;
 
   // Average tokens per (layer, KV head) for a prompt of n tokens (at least 1).
   int32_t BudgetFor(int32_t prompt_len) const;

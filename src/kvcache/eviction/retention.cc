@@ -202,25 +202,59 @@ std::vector<HeadRetention> PlanLayerRetention(const KvPolicy& policy, int32_t nu
       int32_t nh = static_cast<int32_t>(std::lround(policy.beta * KVH));
       if (policy.beta > 0 && nh == 0) nh = 1;
       nh = std::min(nh, KVH);
+      const std::vector<bool> hetero = HeterogeneousHeads(obs, nh);
+      // A heterogeneous head gets hetero_share times the layer's average budget (the whole
+      // prompt at most); the ordinary heads split the rest evenly for their sinks and recent
+      // windows, and spend what is left of it on middle tokens chosen across all of them by
+      // pooled score (Ada-KV's redistribution among the ordinary heads).
       const int64_t total = int64_t{B} * KVH;
-      // Ordinary heads get at least the sinks and the window; heterogeneous heads as much of
-      // the rest as the layer's budget allows (everything when it fits).
-      const int32_t floor_budget = std::min(B, policy.sink + policy.window);
       int32_t hetero_budget = B;
-      if (nh > 0 && nh < KVH) {
-        hetero_budget = static_cast<int32_t>(std::min<int64_t>(
-            n, (total - int64_t{KVH - nh} * floor_budget) / nh));
-        hetero_budget = std::max(hetero_budget, B);
-      } else if (nh == KVH) {
-        hetero_budget = B;
+      if (nh < KVH) {
+        const int32_t floor_budget = std::min(B, policy.sink + policy.recent);
+        hetero_budget = static_cast<int32_t>(std::clamp<int64_t>(
+            std::min<int64_t>(static_cast<int64_t>(policy.hetero_share * B),
+                              (total - int64_t{KVH - nh} * floor_budget) / std::max(nh, 1)),
+            B, n));
       }
       const int32_t other_budget =
           nh < KVH ? static_cast<int32_t>((total - int64_t{nh} * hetero_budget) / (KVH - nh)) : B;
-      const std::vector<bool> hetero = HeterogeneousHeads(obs, nh);
+      std::vector<int32_t> ordinary;
       for (int32_t kh = 0; kh < KVH; ++kh) {
-        const int32_t b = hetero[kh] ? hetero_budget : other_budget;
-        out[kh] = SinksRecentMiddle(n, b, policy.sink, policy.recent, &pooled[kh]);
-        out[kh].heterogeneous = hetero[kh];
+        if (hetero[kh]) {
+          out[kh] = SinksRecentMiddle(n, hetero_budget, policy.sink, policy.recent, &pooled[kh]);
+          out[kh].heterogeneous = true;
+        } else {
+          ordinary.push_back(kh);
+        }
+      }
+      if (ordinary.empty()) break;
+      if (other_budget >= n) {
+        for (int32_t kh : ordinary) out[kh] = KeepAll(n);
+        break;
+      }
+      const int32_t s = std::min(policy.sink, other_budget);
+      const int32_t r = std::min(policy.recent, other_budget - s);
+      const int32_t m = other_budget - s - r;  // middle tokens per ordinary head, on average
+      const int32_t lo = s, span = n - r - s;
+      std::vector<std::vector<int32_t>> middle(ordinary.size());
+      if (m > 0 && span > 0) {
+        std::vector<float> all(ordinary.size() * static_cast<size_t>(span));
+        for (size_t i = 0; i < ordinary.size(); ++i) {
+          std::copy(pooled[ordinary[i]].begin() + lo, pooled[ordinary[i]].begin() + lo + span,
+                    all.begin() + static_cast<int64_t>(i) * span);
+        }
+        const int32_t k = m * static_cast<int32_t>(ordinary.size());
+        for (int32_t i : TopKInRange(all, 0, static_cast<int32_t>(all.size()), k)) {
+          middle[i / span].push_back(lo + i % span);  // ascending within each head
+        }
+      }
+      for (size_t i = 0; i < ordinary.size(); ++i) {
+        HeadRetention& o = out[ordinary[i]];
+        for (int32_t t = 0; t < s; ++t) o.keep.push_back(t);
+        o.keep.insert(o.keep.end(), middle[i].begin(), middle[i].end());
+        o.pinned = static_cast<int32_t>(o.keep.size());
+        for (int32_t t = n - r; t < n; ++t) o.keep.push_back(t);
+        o.cap = static_cast<int32_t>(o.keep.size());
       }
       break;
     }

@@ -201,9 +201,6 @@ void CheckPlan(const KvPolicy& p, const std::vector<HeadRetention>& plan, int32_
         for (int32_t t = 0; t < std::min(p.sink, b); ++t) EXPECT_TRUE(kept(t)) << t;
         const int32_t recent = std::min(p.recent, b - std::min(p.sink, b));
         for (int32_t t = n - recent; t < n; ++t) EXPECT_TRUE(kept(t)) << t;
-        if (!r.heterogeneous) {
-          EXPECT_LE(b, B);
-        }
         break;
       }
       case KvPolicyKind::kFull:
@@ -240,7 +237,43 @@ TEST(PlanLayerRetention, EveryPolicyKeepsItsGuaranteesOnRandomAttention) {
   }
 }
 
-TEST(PlanLayerRetention, TaskKvKeepsTheHeterogeneousHeadWholeWhenTheBudgetAllows) {
+// Task-KV's ordinary heads: sinks and the recent window each, and together the top pooled
+// scores between them (brute force over every (head, token) pair).
+void CheckOrdinaryHeads(const KvPolicy& p, const std::vector<HeadRetention>& plan,
+                        const std::vector<HeadObservation>& obs, int32_t n, int32_t other) {
+  std::vector<std::pair<float, std::pair<int32_t, int32_t>>> all;  // (score, (head, token))
+  int32_t heads = 0;
+  for (size_t kh = 0; kh < plan.size(); ++kh) {
+    if (plan[kh].heterogeneous) continue;
+    ++heads;
+    std::vector<float> pooled = AvgPool(obs[kh].scores, p.pooling);
+    for (int32_t t = p.sink; t < n - p.recent; ++t) {
+      all.push_back({pooled[t], {static_cast<int32_t>(kh), t}});
+    }
+  }
+  std::stable_sort(all.begin(), all.end(), [](const auto& a, const auto& b) {
+    return a.first > b.first;
+  });
+  all.resize(static_cast<size_t>(heads) * (other - p.sink - p.recent));
+  for (size_t kh = 0; kh < plan.size(); ++kh) {
+    const HeadRetention& r = plan[kh];
+    if (r.heterogeneous) continue;
+    std::vector<int32_t> want;
+    for (int32_t t = 0; t < p.sink; ++t) want.push_back(t);
+    std::vector<int32_t> mid;
+    for (const auto& [score, at] : all) {
+      if (at.first == static_cast<int32_t>(kh)) mid.push_back(at.second);
+    }
+    std::sort(mid.begin(), mid.end());
+    want.insert(want.end(), mid.begin(), mid.end());
+    EXPECT_EQ(r.pinned, static_cast<int32_t>(want.size())) << kh;  // the recent ones slide
+    for (int32_t t = n - p.recent; t < n; ++t) want.push_back(t);
+    EXPECT_EQ(r.keep, want) << kh;
+    EXPECT_EQ(r.cap, static_cast<int32_t>(want.size()));
+  }
+}
+
+TEST(PlanLayerRetention, TaskKvKeepsTheHeterogeneousHeadWholeWhenItsShareAllows) {
   const int32_t n = 400, KVH = 4;
   RandomLayer L(8, KVH, 8, n, 32, 5);
   std::vector<HeadObservation> obs = L.Observe();
@@ -249,6 +282,7 @@ TEST(PlanLayerRetention, TaskKvKeepsTheHeterogeneousHeadWholeWhenTheBudgetAllows
   p.budget_fraction = 0.4;  // 160 a head, 640 a layer: one head whole (400), three share 240
   p.sink = 8;
   p.recent = 32;
+  p.hetero_share = 1e6;  // the paper's rule: heterogeneous heads keep everything
   auto plan = PlanLayerRetention(p, KVH, n, obs);
   const std::vector<bool> hetero = HeterogeneousHeads(obs, 1);
   int64_t total = 0;
@@ -257,21 +291,40 @@ TEST(PlanLayerRetention, TaskKvKeepsTheHeterogeneousHeadWholeWhenTheBudgetAllows
     if (hetero[kh]) {
       EXPECT_EQ(plan[kh].keep.size(), static_cast<size_t>(n));
       EXPECT_EQ(plan[kh].cap, -1);  // grows freely while decoding
-    } else {
-      EXPECT_EQ(plan[kh].keep.size(), 80u);
-      EXPECT_EQ(plan[kh].cap, 80);
-      EXPECT_EQ(plan[kh].pinned, 80 - 32);  // sinks + middle stay, the recent 32 slide
     }
     total += plan[kh].keep.size();
   }
   EXPECT_EQ(total, 640);
-  // The middle tokens are the head's top pooled scores between the sinks and the recent ones.
+  CheckOrdinaryHeads(p, plan, obs, n, 80);
+}
+
+TEST(PlanLayerRetention, TaskKvGivesTheHeterogeneousHeadItsShare) {
+  const int32_t n = 1000, KVH = 4;
+  RandomLayer L(8, KVH, 8, n, 32, 9);
+  std::vector<HeadObservation> obs = L.Observe();
+  KvPolicy p;
+  p.kind = KvPolicyKind::kTaskKv;
+  p.budget_fraction = 0.2;  // 200 a head, 800 a layer: the heterogeneous head 250, three 183
+  p.sink = 8;
+  p.recent = 32;
+  ASSERT_EQ(p.hetero_share, 1.25);
+  auto plan = PlanLayerRetention(p, KVH, n, obs);
+  const std::vector<bool> hetero = HeterogeneousHeads(obs, 1);
+  int64_t total = 0;
   for (int32_t kh = 0; kh < KVH; ++kh) {
-    if (hetero[kh]) continue;
-    std::vector<int32_t> want = TopKInRange(AvgPool(obs[kh].scores, p.pooling), 8, n - 32, 40);
-    std::vector<int32_t> got(plan[kh].keep.begin() + 8, plan[kh].keep.begin() + 48);
-    EXPECT_EQ(got, want);
+    ASSERT_EQ(plan[kh].heterogeneous, hetero[kh]);
+    if (hetero[kh]) {
+      EXPECT_EQ(plan[kh].keep.size(), 250u);
+      EXPECT_EQ(plan[kh].cap, 250);
+      // Sinks, its own top middle tokens, the recent window.
+      std::vector<int32_t> want = TopKInRange(AvgPool(obs[kh].scores, p.pooling), 8, n - 32,
+                                              250 - 40);
+      EXPECT_EQ(std::vector<int32_t>(plan[kh].keep.begin() + 8, plan[kh].keep.end() - 32), want);
+    }
+    total += plan[kh].keep.size();
   }
+  EXPECT_EQ(total, 250 + 3 * 183);
+  CheckOrdinaryHeads(p, plan, obs, n, 183);
 }
 
 TEST(KvPolicy, ParsingBudgetsAndValidation) {
@@ -296,6 +349,9 @@ TEST(KvPolicy, ParsingBudgetsAndValidation) {
   EXPECT_FALSE(ValidateKvPolicy(p).ok());
   p.pooling = 7;
   p.beta = 1.5;
+  EXPECT_FALSE(ValidateKvPolicy(p).ok());
+  p.beta = 0.3;
+  p.hetero_share = 0.5;
   EXPECT_FALSE(ValidateKvPolicy(p).ok());
   KvPolicy full;
   EXPECT_FALSE(full.Compresses(100000));
