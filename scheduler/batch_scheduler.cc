@@ -182,12 +182,19 @@ ScheduledStep BatchScheduler::Schedule() {
   while (step.preempted.empty() && budget > 0 && !waiting_.empty() &&
          static_cast<int32_t>(running_.size()) < config_.max_num_seqs) {
     Request& r = requests_.at(std::get<2>(*waiting_.begin()));
+    // A cached prefix of its stream is stored already (a recompute after preemption may find
+    // its own earlier blocks).
+    if (r.num_computed == 0) r.num_computed = kv_->AdoptCachedPrefix(r.id);
     const int32_t want = std::min(r.known() - r.num_computed, ChunkCap(budget));
     // The watermark is waived when nothing runs, or a request larger than the pool minus the
     // watermark would never start.
     const int64_t keep = running_.empty() ? 0 : config_.admission_watermark_blocks;
     if ((!kv_->shared() && kv_->BlocksNeeded(r.id, want) + keep > kv_->NumFreeBlocks()) ||
         !kv_->Allocate(r.id, want).ok()) {
+      if (r.num_computed > 0) {  // not now: the cached blocks go back (looked up again later)
+        kv_->Free(r.id);
+        r.num_computed = 0;
+      }
       break;
     }
     waiting_.erase(waiting_.begin());

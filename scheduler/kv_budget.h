@@ -33,6 +33,11 @@ class KvBudget {
   virtual absl::Status Allocate(int64_t seq_id, int32_t num_tokens) = 0;
   // Returns every block of seq_id; unknown ids are ignored.
   virtual void Free(int64_t seq_id) = 0;
+  // Prefix caching: for a request not held yet, takes the cached KV of the longest prefix of
+  // its token stream that the pool holds and returns its length in tokens (stored already, so
+  // the request's first step starts after them; always short of the whole stream). The blocks
+  // are held as by Allocate; Free gives them back. 0: nothing cached (or no prefix cache).
+  virtual int32_t AdoptCachedPrefix(int64_t seq_id) { return 0; }
 
   // True when the pool is shared with other decoders under a manager that decides who gets
   // blocks (the router's KV manager): the scheduler then asks (Allocate) even when

@@ -110,6 +110,10 @@ std::vector<FlagSpec> With(std::vector<FlagSpec> extra) {
        "whose GPU pool is always bf16)"},
       {"gpu-memory-utilization", true,
        "cuda: fraction of GPU memory for weights + KV pool (default 0.9)"},
+      {"no-enable-prefix-caching", false,
+       "do not share the KV of equal prompt prefixes between requests (on by default where the "
+       "KV is in this process)"},
+      {"enable-prefix-caching", false, "share the KV of equal prompt prefixes (the default)"},
       {"log-level", true, "debug, info, warn (default), error"},
       {"help", false, "show this help"},
   };

@@ -73,6 +73,7 @@ absl::StatusOr<std::unique_ptr<LocalModel>> CreateLocalModel(const EngineOptions
     co.block_size = o.block_size;
     co.max_seqs = o.max_num_seqs;
     co.memory_fraction = o.gpu_memory_utilization;
+    co.prefix_caching = o.prefix_caching;
     if (o.kv_blocks > 0 || o.kv_tokens > 0) {
       ASSIGN_OR_RETURN(const int64_t blocks, KvPoolBlocks(c, o));
       co.num_blocks = static_cast<int32_t>(blocks);
@@ -91,8 +92,9 @@ absl::StatusOr<std::unique_ptr<LocalModel>> CreateLocalModel(const EngineOptions
 #endif
   }
   ASSIGN_OR_RETURN(const int64_t blocks, KvPoolBlocks(c, o));
-  const KvCacheConfig kc = KvCacheConfigFor(c, o.block_size, static_cast<int32_t>(blocks),
-                                            /*host_storage=*/true, o.kv_dtype_or_default());
+  KvCacheConfig kc = KvCacheConfigFor(c, o.block_size, static_cast<int32_t>(blocks),
+                                      /*host_storage=*/true, o.kv_dtype_or_default());
+  kc.prefix_caching = o.prefix_caching;
   SPDLOG_INFO("model {}: {} layers, dim {}, {} heads / {} kv heads, vocab {}, context {}; KV "
               "cache {} blocks of {} tokens ({} MiB {})",
               c.name, c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.vocab_size,
@@ -160,6 +162,11 @@ absl::StatusOr<EngineOptions> EngineOptionsFromArgs(const cli::Args& a) {
   if (a.Has("kv-cache-dtype")) {
     ASSIGN_OR_RETURN(o.kv_dtype, ParseKvDType(a.Str("kv-cache-dtype")));
   }
+  if (a.Has("no-enable-prefix-caching") && a.Has("enable-prefix-caching")) {
+    return absl::InvalidArgumentError(
+        "--enable-prefix-caching and --no-enable-prefix-caching contradict each other");
+  }
+  o.prefix_caching = !a.Has("no-enable-prefix-caching");
   ASSIGN_OR_RETURN(o.gpu_memory_utilization, a.Float("gpu-memory-utilization", 0.9));
   if (!(o.gpu_memory_utilization > 0.0 && o.gpu_memory_utilization <= 1.0)) {
     return absl::InvalidArgumentError("--gpu-memory-utilization must be in (0, 1]");

@@ -39,6 +39,9 @@ struct EngineOptions {
   // Unset: fp32 on the CPU device, bf16 with cuda (the GPU pool's own dtype, so host and GPU
   // attention see the same rounded K/V).
   std::optional<KvDType> kv_dtype;
+  // Share the KV of equal token prefixes between requests (KvCache, prefix caching): where
+  // the KV is in this process (the CPU cache, the GPU pool); --no-enable-prefix-caching.
+  bool prefix_caching = true;
   KvDType kv_dtype_or_default() const {
     return kv_dtype.value_or(device == "cuda" ? KvDType::kBF16 : KvDType::kF32);
   }

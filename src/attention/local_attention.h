@@ -44,6 +44,12 @@ class LocalAttention : public AttentionExecutor {
     u.evicted_blocks_total = evicted_blocks_;
     return u;
   }
+  int32_t AdoptPrefix(int64_t seq_id, std::span<const int32_t> tokens) override {
+    return capacity_.AdoptPrefix(seq_id, tokens);
+  }
+  void RegisterPrefix(int64_t seq_id, std::span<const int32_t> tokens) override {
+    capacity_.RegisterPrefix(seq_id, tokens);
+  }
   bool SupportsKvPolicies() const override { return cache_->pool().has_host_storage(); }
   int64_t KvTokensHeld(int64_t seq_id) const override;
   // The retention decided for one (layer, KV head) of a sequence; null before its prompt ended

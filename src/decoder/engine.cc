@@ -31,7 +31,13 @@ std::optional<RunnerSampling> DeviceSampling(const SamplingParams& p, uint64_t r
 
 Engine::Engine(StepRunner* runner, EngineConfig config)
     : runner_(runner), attention_(runner->kv()), config_(config) {
-  budget_ = std::make_unique<ExecutorBudget>(attention_);
+  // Prefix caching shares the KV of equal stream prefixes, except where a compressing kv_policy
+  // rewrites a sequence's KV. Called on the engine thread (from Schedule), which owns seqs_.
+  budget_ = std::make_unique<ExecutorBudget>(attention_, [this](int64_t seq_id) {
+    auto it = seqs_.find(seq_id);
+    if (it == seqs_.end() || Compresses(*it->second)) return std::span<const int32_t>();
+    return std::span<const int32_t>(it->second->stream);
+  });
   sched::SchedulerConfig sc;
   sc.max_num_seqs = config.max_num_seqs;
   sc.max_num_batched_tokens = config.max_num_batched_tokens;
@@ -214,6 +220,8 @@ void Engine::Loop() {
       stats_.kv_blocks_total = u.blocks_total;
       stats_.kv_blocks_used = u.blocks_used;
       stats_.kv_evicted_blocks = u.evicted_blocks_total;
+      stats_.prefix_queries_tokens = u.prefix_queries_tokens;
+      stats_.prefix_hit_tokens = u.prefix_hit_tokens;
       stats_.step_seconds += step_secs;
     }
   }
@@ -348,6 +356,8 @@ void Engine::RunStep() {
       Seq& s = *seqs_.at(ss.request_id);
       s.kv_loss_open = false;  // its KV is whole again (a loss from now on is a new one)
       s.kv_tokens_kept = attention_->KvTokensHeld(ss.request_id);
+      // Before the sampled token joins the stream: what is stored is stream[0, start + n).
+      if (!Compresses(s)) attention_->RegisterPrefix(ss.request_id, s.stream);
       if (!ss.wants_logits) {
         outcomes.push_back({ss.request_id, false, false});
         continue;

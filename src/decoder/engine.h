@@ -78,6 +78,9 @@ struct EngineStats {
   int64_t steps = 0;
   int64_t preemptions = 0;  // total, since start
   int64_t kv_evicted_blocks = 0;  // returned to the pool by kv_policy eviction, since start
+  // Prefix caching since start: prompt tokens looked up, and those whose KV was found.
+  int64_t prefix_queries_tokens = 0;
+  int64_t prefix_hit_tokens = 0;
   // Wall time since start spent in the runner's Forward() and in the whole step (scheduling,
   // batch building, Forward, sampling, events): their difference is the engine's own cost.
   double forward_seconds = 0.0;
@@ -141,6 +144,9 @@ class Engine : public EngineHandle {
   // loss, or no successful step for kKvRecoveryTime since the loss (the workers left keep
   // failing). `why` is the error then.
   bool CountKvLoss(Seq& s, absl::Status* why);
+  static bool Compresses(const Seq& s) {
+    return s.req.kv_policy && s.req.kv_policy->kind != KvPolicyKind::kFull;
+  }
   void LoseKv(int64_t seq_id);
   static constexpr int32_t kMaxKvLosses = 3;
   static constexpr std::chrono::seconds kKvRecoveryTime{30};

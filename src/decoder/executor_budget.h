@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <span>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -14,7 +16,16 @@ namespace kvasir {
 
 class ExecutorBudget : public sched::KvBudget {
  public:
-  explicit ExecutorBudget(KvCapacity* a) : a_(a) {}
+  // The token stream of a sequence for prefix caching; empty: do not share its KV (a
+  // compressing kv_policy rewrites it).
+  using StreamFn = std::function<std::span<const int32_t>(int64_t seq_id)>;
+  explicit ExecutorBudget(KvCapacity* a, StreamFn stream = nullptr)
+      : a_(a), stream_(std::move(stream)) {}
+  int32_t AdoptCachedPrefix(int64_t seq_id) override {
+    if (!stream_) return 0;
+    std::span<const int32_t> t = stream_(seq_id);
+    return t.empty() ? 0 : a_->AdoptPrefix(seq_id, t);
+  }
   int64_t BlocksNeeded(int64_t seq_id, int32_t n) const override {
     return a_->BlocksNeeded(seq_id, n);
   }
@@ -44,6 +55,7 @@ class ExecutorBudget : public sched::KvBudget {
 
  private:
   KvCapacity* a_;
+  StreamFn stream_;
   std::unordered_map<int64_t, absl::Status> failed_;
   std::vector<int64_t> lost_;
 };

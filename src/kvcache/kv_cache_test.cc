@@ -203,5 +203,154 @@ TEST(KvCache, ParsesKvDTypes) {
   EXPECT_EQ(ParseKvDType("fp8").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+
+// ---- Prefix caching (block_size 4, 6 tables a sequence).
+
+// Fills a sequence's tables with rows that encode (position, token) so sharing is visible.
+void Fill(KvCache& cache, int64_t seq, const std::vector<int32_t>& tokens, int32_t from) {
+  const KvCacheConfig& c = cache.config();
+  const int32_t n = static_cast<int32_t>(tokens.size()) - from;
+  ASSERT_TRUE(cache.Reserve(seq, n).ok());
+  for (int32_t l = 0; l < c.num_layers; ++l) {
+    for (int32_t h = 0; h < c.num_kv_heads; ++h) {
+      std::vector<float> k(n * c.head_dim), v(n * c.head_dim);
+      for (int32_t i = 0; i < n; ++i) {
+        for (int32_t j = 0; j < c.head_dim; ++j) {
+          k[i * c.head_dim + j] = static_cast<float>(tokens[from + i] * 100 + l * 10 + h);
+          v[i * c.head_dim + j] = static_cast<float>(from + i);
+        }
+      }
+      cache.Append(seq, l, h, k.data(), v.data(), n, c.head_dim);
+    }
+  }
+}
+
+KvCacheConfig PrefixConfig(int blocks) {
+  KvCacheConfig c = SmallConfig(blocks);
+  c.prefix_caching = true;
+  return c;
+}
+
+TEST(KvCachePrefix, EqualPrefixesShareFullBlocksAndKeepTheirRows) {
+  KvCache cache(PrefixConfig(60));
+  const std::vector<int32_t> a = {1, 5, 9, 2, 7, 7, 3, 8, 4, 6};  // 2 full blocks + 2
+  EXPECT_EQ(cache.AdoptPrefix(1, a), 0);  // nothing cached yet: creates it empty
+  Fill(cache, 1, a, 0);
+  cache.RegisterPrefix(1, a);
+  EXPECT_EQ(cache.prefix_stats().cached_blocks, 12);  // 2 block indices x 6 tables
+  // Same first 9 tokens, then different: both full blocks are shared.
+  std::vector<int32_t> b = {1, 5, 9, 2, 7, 7, 3, 8, 4, 1, 1, 1};
+  const int32_t free_before = cache.pool().num_free();
+  EXPECT_EQ(cache.AdoptPrefix(2, b), 8);
+  EXPECT_EQ(cache.Length(2), 8);
+  EXPECT_EQ(cache.pool().num_free(), free_before);  // nothing new allocated
+  for (int32_t l = 0; l < 2; ++l) {
+    for (int32_t h = 0; h < 3; ++h) {
+      EXPECT_EQ(cache.table(2, l, h).blocks[0], cache.table(1, l, h).blocks[0]);
+      EXPECT_EQ(cache.table(2, l, h).blocks[1], cache.table(1, l, h).blocks[1]);
+      float k[4], v[4];
+      cache.pool().ReadRow(cache.table(2, l, h).blocks[1], 3, k, v);
+      EXPECT_EQ(k[0], 8 * 100 + l * 10 + h);  // token 8 at position 7
+      EXPECT_EQ(v[0], 7);
+    }
+  }
+  Fill(cache, 2, b, 8);  // the rest goes into new blocks
+  EXPECT_NE(cache.table(2, 0, 0).blocks[2], cache.table(1, 0, 0).blocks[2]);
+  const PrefixCacheStats st = cache.prefix_stats();
+  EXPECT_EQ(st.queries_tokens, 10 + 12);
+  EXPECT_EQ(st.hit_tokens, 8);
+  // A stream that differs in its first block shares nothing; one equal to a cached prefix
+  // exactly still computes its last token.
+  EXPECT_EQ(cache.AdoptPrefix(3, std::vector<int32_t>{2, 5, 9, 2, 7, 7, 3, 8, 4}), 0);
+  EXPECT_EQ(cache.AdoptPrefix(4, std::vector<int32_t>{1, 5, 9, 2, 7, 7, 3, 8}), 4);
+  // Compacting a sequence that shares blocks would rewrite them for everyone.
+  EXPECT_EQ(cache.Retain(2, 0, 0, {0, 1}).code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(KvCachePrefix, IdleEntriesStayCachedUntilTheRoomIsNeededOldestFirst) {
+  KvCache cache(PrefixConfig(24));  // 4 block indices of 6 tables
+  const std::vector<int32_t> a = {1, 2, 3, 4, 5};     // one full block (+1)
+  const std::vector<int32_t> b = {9, 9, 9, 9, 5};
+  for (auto [id, t] : {std::pair{int64_t{1}, a}, std::pair{int64_t{2}, b}}) {
+    cache.AdoptPrefix(id, t);
+    Fill(cache, id, t, 0);
+    cache.RegisterPrefix(id, t);
+  }
+  EXPECT_EQ(cache.pool().num_free(), 0);
+  cache.Free(1);
+  cache.Free(2);
+  // Their partial blocks are free, their full ones cached but idle: all count as free.
+  EXPECT_EQ(cache.pool().num_free(), 12);
+  EXPECT_EQ(cache.NumFreeBlocks(), 24);
+  EXPECT_EQ(cache.prefix_stats().idle_blocks, 12);
+  // b's block was used last: a needs room, a's entry goes first.
+  EXPECT_EQ(cache.AdoptPrefix(3, b), 4);
+  ASSERT_TRUE(cache.Create(4).ok());
+  ASSERT_TRUE(cache.Reserve(4, 9).ok());  // 3 blocks a table: 18, 12 free + a's 6
+  EXPECT_EQ(cache.prefix_stats().cached_blocks, 6);
+  EXPECT_EQ(cache.AdoptPrefix(5, a), 0);  // a's entry was reclaimed
+  cache.Free(5);
+  cache.Free(4);
+  cache.Free(3);
+  EXPECT_EQ(cache.NumFreeBlocks(), 24);
+  EXPECT_EQ(cache.AdoptPrefix(6, b), 4);  // b's still cached
+}
+
+TEST(KvCachePrefix, ReclaimingAnEntryDropsWhatFollowsIt) {
+  KvCache cache(PrefixConfig(36));
+  const std::vector<int32_t> a = {1, 2, 3, 4, 5, 6, 7, 8, 9};  // 2 full blocks
+  cache.AdoptPrefix(1, a);
+  Fill(cache, 1, a, 0);
+  cache.RegisterPrefix(1, a);
+  cache.Free(1);  // 12 idle blocks, 24 free
+  EXPECT_EQ(cache.prefix_stats().idle_blocks, 12);
+  ASSERT_TRUE(cache.Create(2).ok());
+  ASSERT_TRUE(cache.Reserve(2, 17).ok());  // 5 blocks a table: 30, so the first entry goes
+  // ... and with it its child, whose blocks would be unreachable.
+  EXPECT_EQ(cache.prefix_stats().cached_blocks, 0);
+  EXPECT_EQ(cache.pool().num_free(), 6);
+  cache.Free(2);
+  EXPECT_EQ(cache.pool().num_free(), 36);
+}
+
+TEST(KvCachePrefix, EntriesInUseSurviveAndEverythingReturnsAtTheEnd) {
+  KvCache cache(PrefixConfig(60));
+  std::mt19937 rng(3);
+  std::vector<std::vector<int32_t>> streams;
+  for (int i = 0; i < 30; ++i) {
+    std::vector<int32_t> t;
+    const int32_t n = 2 + static_cast<int32_t>(rng() % 11);
+    for (int32_t j = 0; j < n; ++j) t.push_back(static_cast<int32_t>(rng() % 2));  // many repeats
+    streams.push_back(t);
+  }
+  std::vector<int64_t> live;
+  for (int i = 0; i < 30; ++i) {
+    const int64_t id = 100 + i;
+    const int32_t adopted = cache.AdoptPrefix(id, streams[i]);
+    const int64_t need = cache.BlocksNeeded(id, static_cast<int32_t>(streams[i].size()) - adopted);
+    if (need > cache.NumFreeBlocks()) {
+      cache.Free(id);
+    } else {
+      Fill(cache, id, streams[i], adopted);
+      cache.RegisterPrefix(id, streams[i]);
+      live.push_back(id);
+      // Every row is the one this stream's token at that position wrote.
+      for (int32_t p = 0; p < static_cast<int32_t>(streams[i].size()); ++p) {
+        float k[4], v[4];
+        cache.pool().ReadRow(cache.table(id, 1, 2).blocks[p / 4], p % 4, k, v);
+        ASSERT_EQ(k[0], streams[i][p] * 100 + 12) << i << " " << p;
+        ASSERT_EQ(v[0], p);
+      }
+    }
+    if (live.size() > 3) {
+      cache.Free(live[rng() % live.size()]);
+      std::erase_if(live, [&](int64_t s) { return !cache.Contains(s); });
+    }
+  }
+  for (int64_t id : live) cache.Free(id);
+  EXPECT_EQ(cache.NumFreeBlocks(), 60);
+  EXPECT_GT(cache.prefix_stats().hit_tokens, 0);
+}
+
 }  // namespace
 }  // namespace kvasir

@@ -30,7 +30,13 @@ absl::Status CacheCapacity::Grow(int64_t seq_id, int32_t n) {
 }
 
 KvUsage CacheCapacity::Usage() const {
-  return {cache_->pool().num_blocks(), cache_->pool().num_used()};
+  KvUsage u;
+  u.blocks_total = cache_->pool().num_blocks();
+  u.blocks_used = u.blocks_total - cache_->NumFreeBlocks();
+  const PrefixCacheStats p = cache_->prefix_stats();
+  u.prefix_queries_tokens = p.queries_tokens;
+  u.prefix_hit_tokens = p.hit_tokens;
+  return u;
 }
 
 }  // namespace kvasir

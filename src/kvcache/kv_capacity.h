@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <vector>
 
 #include "common/status.h"
@@ -16,6 +17,9 @@ struct KvUsage {
   int64_t blocks_total = 0;
   int64_t blocks_used = 0;  // reserved or holding tokens
   int64_t evicted_blocks_total = 0;  // returned to the pool by KV eviction (kv_policy), ever
+  // Prefix caching, ever: tokens of admitted streams looked up, and those found cached.
+  int64_t prefix_queries_tokens = 0;
+  int64_t prefix_hit_tokens = 0;
 };
 
 class KvCapacity {
@@ -42,6 +46,14 @@ class KvCapacity {
   // unknown. Below its length once a kv_policy evicted some.
   virtual int64_t KvTokensHeld(int64_t seq_id) const { return -1; }
 
+  // Prefix caching: for a sequence not held yet, shares the cached KV of the longest run of
+  // full blocks its token stream `tokens` starts with and returns the tokens adopted (stored
+  // already: its first step starts after them); 0 when nothing is cached or the pool does not
+  // cache prefixes.
+  virtual int32_t AdoptPrefix(int64_t seq_id, std::span<const int32_t> tokens) { return 0; }
+  // Offers the sequence's computed full blocks to the prefix cache (after a step).
+  virtual void RegisterPrefix(int64_t seq_id, std::span<const int32_t> tokens) {}
+
   // For a pool shared with other decoders: the priority of a sequence (its request's arrival
   // order at the router, smaller is older), which the pool's manager uses to decide who grows
   // first. Without one, the sequence id is its priority.
@@ -66,6 +78,12 @@ class CacheCapacity : public KvCapacity {
   bool Contains(int64_t seq_id) const override { return cache_->Contains(seq_id); }
   absl::Status CheckFits(int64_t tokens) const override;
   KvUsage Usage() const override;
+  int32_t AdoptPrefix(int64_t seq_id, std::span<const int32_t> tokens) override {
+    return cache_->AdoptPrefix(seq_id, tokens);
+  }
+  void RegisterPrefix(int64_t seq_id, std::span<const int32_t> tokens) override {
+    cache_->RegisterPrefix(seq_id, tokens);
+  }
 
  private:
   KvCache* cache_;

@@ -248,8 +248,11 @@ std::variant<std::shared_ptr<CompletionStream>, ApiError> CompletionService::Sta
 
 std::string CompletionService::RenderMetrics() {
   EngineStats s = engine_->stats();
-  std::string out = metrics_.Render(config_.model_name, {s.running, s.waiting, s.kv_blocks_total, s.kv_blocks_used, s.preemptions,
-                                                      s.kv_evicted_blocks});
+  Gauges g{s.running, s.waiting, s.kv_blocks_total, s.kv_blocks_used, s.preemptions,
+           s.kv_evicted_blocks};
+  g.prefix_queries_tokens = s.prefix_queries_tokens;
+  g.prefix_hit_tokens = s.prefix_hit_tokens;
+  std::string out = metrics_.Render(config_.model_name, g);
   if (config_.extra_metrics) out += config_.extra_metrics();
   return out;
 }

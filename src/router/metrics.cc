@@ -77,6 +77,11 @@ std::string RouterMetrics::Render(const std::string& model, const Gauges& g) con
   counter("kvasir:kv_evicted_blocks_total",
           "KV blocks returned to the pool by head-aware eviction (kv_policy).",
           static_cast<uint64_t>(g.kv_evicted_blocks));
+  counter("kvasir:prefix_cache_queries_total",
+          "Prompt tokens looked up in the prefix cache (admitted requests).",
+          static_cast<uint64_t>(g.prefix_queries_tokens));
+  counter("kvasir:prefix_cache_hits_total", "Of those, tokens whose KV was found cached.",
+          static_cast<uint64_t>(g.prefix_hit_tokens));
   counter("kvasir:prompt_tokens_total", "Prefill tokens processed.", prompt_tokens_);
   counter("kvasir:generation_tokens_total", "Generated tokens.", generation_tokens_);
   absl::StrAppend(&o, "# HELP kvasir:request_success_total Finished requests by reason.\n",

@@ -29,6 +29,7 @@ struct Gauges {
   int64_t running = 0, waiting = 0, kv_blocks_total = 0, kv_blocks_used = 0;
   int64_t preemptions = 0;  // total since start (a counter)
   int64_t kv_evicted_blocks = 0;  // total since start (a counter)
+  int64_t prefix_queries_tokens = 0, prefix_hit_tokens = 0;  // prefix caching, counters
 };
 
 class RouterMetrics {

@@ -277,9 +277,10 @@ absl::Status CudaModelRunner::InitKvPool() {
     return absl::InvalidArgumentError(absl::StrCat(
         "page-table mirror of ", mirror, " entries does not fit int32 offsets: lower max_seqs"));
   }
-  cache_ = std::make_unique<KvCache>(
-      KvCacheConfigFor(c, options_.block_size, static_cast<int32_t>(num_blocks),
-                       /*host_storage=*/false));
+  KvCacheConfig kc = KvCacheConfigFor(c, options_.block_size, static_cast<int32_t>(num_blocks),
+                                      /*host_storage=*/false);
+  kc.prefix_caching = options_.prefix_caching;
+  cache_ = std::make_unique<KvCache>(kc);
   capacity_ = std::make_unique<SlotCapacity>(cache_.get(), this);
   for (int32_t i = options_.max_seqs - 1; i >= 0; --i) free_slots_.push_back(i);
   RETURN_IF_ERROR(tables_.Grow(std::max<int64_t>(mirror, 1) * sizeof(int32_t)));

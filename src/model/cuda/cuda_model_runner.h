@@ -73,6 +73,8 @@ struct CudaModelRunnerOptions {
   // Replay pure-decode steps of up to kMaxGraphBatch sequences from CUDA graphs (off with a
   // fixed attention_split). Off: every step launches its kernels one by one.
   bool cuda_graphs = true;
+  // Share the device KV of equal token prefixes between sequences (KvCache prefix caching).
+  bool prefix_caching = false;
 };
 
 // What Forward() did so far (for tests and benchmarks).
