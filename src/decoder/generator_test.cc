@@ -9,13 +9,11 @@
 namespace kvasir {
 namespace {
 
-class GeneratorTest : public ::testing::Test {
+class GeneratorTest : public testing::Stories260KTest {
  protected:
   void SetUp() override {
-    testing::TestModel m = testing::LoadStories260K();
-    ASSERT_TRUE(m.weights && m.tokenizer);
-    weights_ = std::move(m.weights);
-    tok_ = std::move(m.tokenizer);
+    Stories260KTest::SetUp();
+    if (HasFatalFailure()) return;
     backend_ = std::make_unique<CpuBackend>(2);
     cache_ = std::make_unique<KvCache>(KvCacheConfigFor(weights_->config, 16, 4000));
     runner_ = std::make_unique<ModelRunner>(weights_.get(), backend_.get(), cache_.get());
@@ -27,8 +25,6 @@ class GeneratorTest : public ::testing::Test {
     r.params.max_tokens = max_tokens;
     return r;
   }
-  std::unique_ptr<ModelWeights> weights_;
-  std::unique_ptr<Tokenizer> tok_;
   std::unique_ptr<CpuBackend> backend_;
   std::unique_ptr<KvCache> cache_;
   std::unique_ptr<ModelRunner> runner_;

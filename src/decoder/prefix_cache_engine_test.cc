@@ -10,13 +10,11 @@
 namespace kvasir {
 namespace {
 
-class PrefixCacheEngineTest : public ::testing::Test {
+class PrefixCacheEngineTest : public testing::Stories260KTest {
  protected:
   void SetUp() override {
-    testing::TestModel m = testing::LoadStories260K();
-    ASSERT_TRUE(m.weights && m.tokenizer);
-    weights_ = std::move(m.weights);
-    tok_ = std::move(m.tokenizer);
+    Stories260KTest::SetUp();
+    if (HasFatalFailure()) return;
     backend_ = std::make_unique<CpuBackend>(2);
   }
   struct Setup {
@@ -64,8 +62,6 @@ class PrefixCacheEngineTest : public ::testing::Test {
     for (const GenerationResult& r : out) t.push_back(r.tokens);
     return t;
   }
-  std::unique_ptr<ModelWeights> weights_;
-  std::unique_ptr<Tokenizer> tok_;
   std::unique_ptr<CpuBackend> backend_;
 };
 

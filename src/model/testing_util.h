@@ -49,6 +49,20 @@ inline TestModel LoadStories260K() {
   return m;
 }
 
+// A fixture holding stories260K's weights and tokenizer, loaded in SetUp (a derived SetUp calls
+// this one first and returns on HasFatalFailure()).
+class Stories260KTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    TestModel m = LoadStories260K();
+    ASSERT_TRUE(m.weights && m.tokenizer);
+    weights_ = std::move(m.weights);
+    tok_ = std::move(m.tokenizer);
+  }
+  std::unique_ptr<ModelWeights> weights_;
+  std::unique_ptr<Tokenizer> tok_;
+};
+
 // A fresh empty directory under the system temp dir, removed by the destructor.
 class TempDir {
  public:

@@ -292,13 +292,11 @@ TEST(KvManagerSimulationTest, EveryRequestFinishesAcrossDecodersSharingTinyPools
 }
 
 // ---- stories260K end to end: distributed over two small shards == one local cache.
-class DistributedModelTest : public ::testing::Test {
+class DistributedModelTest : public testing::Stories260KTest {
  protected:
   void SetUp() override {
-    testing::TestModel m = testing::LoadStories260K();
-    ASSERT_TRUE(m.weights && m.tokenizer);
-    weights_ = std::move(m.weights);
-    tok_ = std::move(m.tokenizer);
+    Stories260KTest::SetUp();
+    if (HasFatalFailure()) return;
     const ModelConfig& c = weights_->config;
     shape_ = {c.num_heads, c.num_kv_heads, c.head_dim, c.num_layers};
     backend_ = std::make_unique<CpuBackend>(2);
@@ -321,8 +319,6 @@ class DistributedModelTest : public ::testing::Test {
     EXPECT_TRUE(r.ok()) << r.status();
     return r.ok() ? *r : std::vector<GenerationResult>{};
   }
-  std::unique_ptr<ModelWeights> weights_;
-  std::unique_ptr<Tokenizer> tok_;
   std::unique_ptr<CpuBackend> backend_;
   AttentionShape shape_;
 };
