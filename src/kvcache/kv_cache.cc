@@ -136,16 +136,13 @@ absl::Status KvCache::Retain(int64_t seq_id, int32_t layer, int32_t kv_head,
   if (!pool_.has_host_storage()) {
     return absl::FailedPreconditionError("Retain: the KV rows are not stored in this cache");
   }
-  if (auto ps = prefix_seqs_.find(seq_id); ps != prefix_seqs_.end()) {
-    for (uint64_t e : ps->second.entry_of_block) {
-      if (e != 0) {
-        return absl::FailedPreconditionError("Retain: the sequence shares cached prefix blocks");
-      }
+  PrefixSeq& ps = prefix_seqs_[seq_id];
+  for (uint64_t e : ps.entry_of_block) {
+    if (e != 0) {
+      return absl::FailedPreconditionError("Retain: the sequence shares cached prefix blocks");
     }
-    ps->second.compacted = true;
-  } else {
-    prefix_seqs_[seq_id].compacted = true;
   }
+  ps.compacted = true;
   PageTable& t = Tables(seq_id)[layer * config_.num_kv_heads + kv_head];
   const int32_t bs = config_.block_size;
   for (size_t i = 0; i < keep.size(); ++i) {
@@ -215,6 +212,11 @@ void KvCache::UnuseEntry(uint64_t id) {
     return;
   }
   // Unreachable (an ancestor was reclaimed): nothing will adopt it again.
+  EraseEntry(id);
+}
+
+void KvCache::EraseEntry(uint64_t id) {
+  PrefixEntry& e = entries_.at(id);
   for (int32_t b : e.blocks) pool_.Free(b);
   cached_blocks_ -= static_cast<int64_t>(e.blocks.size());
   entries_.erase(id);
@@ -240,9 +242,7 @@ void KvCache::DropEntry(uint64_t id) {
     if (e.users == 0) {
       idle_.erase({e.last_use, cur});
       idle_blocks_ -= static_cast<int64_t>(e.blocks.size());
-      for (int32_t b : e.blocks) pool_.Free(b);
-      cached_blocks_ -= static_cast<int64_t>(e.blocks.size());
-      entries_.erase(cur);
+      EraseEntry(cur);
     }
   }
 }

@@ -136,6 +136,8 @@ class KvCache {
   void ReclaimFor(int64_t blocks);
   // Drops an entry from the index with its descendants; idle ones give their blocks back.
   void DropEntry(uint64_t id);
+  // Returns an entry's blocks to the pool and forgets it.
+  void EraseEntry(uint64_t id);
 
   KvCacheConfig config_;
   BlockPool pool_;

@@ -150,6 +150,25 @@ HeadRetention WindowPlus(int32_t n, int32_t window, std::vector<int32_t> chosen)
   return out;
 }
 
+// The k top pooled scores over tokens [lo, lo + span) of the listed heads taken together (each
+// head's scores sum to the same total, so they compare across heads): per listed head, its
+// chosen tokens, ascending.
+std::vector<std::vector<int32_t>> JointTopK(const std::vector<std::vector<float>>& pooled,
+                                            const std::vector<int32_t>& heads, int32_t lo,
+                                            int32_t span, int32_t k) {
+  std::vector<std::vector<int32_t>> chosen(heads.size());
+  if (span <= 0 || k <= 0) return chosen;
+  std::vector<float> all(heads.size() * static_cast<size_t>(span));
+  for (size_t i = 0; i < heads.size(); ++i) {
+    std::copy(pooled[heads[i]].begin() + lo, pooled[heads[i]].begin() + lo + span,
+              all.begin() + static_cast<int64_t>(i) * span);
+  }
+  for (int32_t i : TopKInRange(all, 0, static_cast<int32_t>(all.size()), k)) {
+    chosen[i / span].push_back(lo + i % span);
+  }
+  return chosen;
+}
+
 }  // namespace
 
 std::vector<HeadRetention> PlanLayerRetention(const KvPolicy& policy, int32_t num_kv_heads,
@@ -181,20 +200,11 @@ std::vector<HeadRetention> PlanLayerRetention(const KvPolicy& policy, int32_t nu
       break;
     }
     case KvPolicyKind::kAdaKv: {
-      // The window per head, then the layer's remaining budget over all heads' tokens at once
-      // (each head's scores sum to the same total, so they compare across heads).
+      // The window per head, then the layer's remaining budget over all heads' tokens at once.
       const int32_t w = std::min(policy.window, B);
-      const int32_t before = n - w;
-      std::vector<float> all(static_cast<size_t>(KVH) * before);
-      for (int32_t kh = 0; kh < KVH; ++kh) {
-        std::copy(pooled[kh].begin(), pooled[kh].begin() + before,
-                  all.begin() + static_cast<int64_t>(kh) * before);
-      }
-      std::vector<std::vector<int32_t>> chosen(KVH);
-      for (int32_t i : TopKInRange(all, 0, static_cast<int32_t>(all.size()),
-                                   KVH * (B - w))) {
-        chosen[i / before].push_back(i % before);  // ascending within each head
-      }
+      std::vector<int32_t> heads(KVH);
+      std::iota(heads.begin(), heads.end(), 0);
+      std::vector<std::vector<int32_t>> chosen = JointTopK(pooled, heads, 0, n - w, KVH * (B - w));
       for (int32_t kh = 0; kh < KVH; ++kh) out[kh] = WindowPlus(n, w, std::move(chosen[kh]));
       break;
     }
@@ -235,26 +245,13 @@ std::vector<HeadRetention> PlanLayerRetention(const KvPolicy& policy, int32_t nu
       const int32_t s = std::min(policy.sink, other_budget);
       const int32_t r = std::min(policy.recent, other_budget - s);
       const int32_t m = other_budget - s - r;  // middle tokens per ordinary head, on average
-      const int32_t lo = s, span = n - r - s;
-      std::vector<std::vector<int32_t>> middle(ordinary.size());
-      if (m > 0 && span > 0) {
-        std::vector<float> all(ordinary.size() * static_cast<size_t>(span));
-        for (size_t i = 0; i < ordinary.size(); ++i) {
-          std::copy(pooled[ordinary[i]].begin() + lo, pooled[ordinary[i]].begin() + lo + span,
-                    all.begin() + static_cast<int64_t>(i) * span);
-        }
-        const int32_t k = m * static_cast<int32_t>(ordinary.size());
-        for (int32_t i : TopKInRange(all, 0, static_cast<int32_t>(all.size()), k)) {
-          middle[i / span].push_back(lo + i % span);  // ascending within each head
-        }
-      }
+      std::vector<std::vector<int32_t>> middle =
+          JointTopK(pooled, ordinary, s, n - r - s, m * static_cast<int32_t>(ordinary.size()));
       for (size_t i = 0; i < ordinary.size(); ++i) {
-        HeadRetention& o = out[ordinary[i]];
-        for (int32_t t = 0; t < s; ++t) o.keep.push_back(t);
-        o.keep.insert(o.keep.end(), middle[i].begin(), middle[i].end());
-        o.pinned = static_cast<int32_t>(o.keep.size());
-        for (int32_t t = n - r; t < n; ++t) o.keep.push_back(t);
-        o.cap = static_cast<int32_t>(o.keep.size());
+        std::vector<int32_t> pinned(s);
+        std::iota(pinned.begin(), pinned.end(), 0);  // the sinks, then the chosen middle
+        pinned.insert(pinned.end(), middle[i].begin(), middle[i].end());
+        out[ordinary[i]] = WindowPlus(n, r, std::move(pinned));
       }
       break;
     }
