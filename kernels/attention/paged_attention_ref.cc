@@ -101,4 +101,16 @@ void MergeAttentionRef(int32_t n, const float* o_parts, const float* lse_parts, 
   }
 }
 
+float MergeLse(int32_t n, const float* lse, int64_t stride) {
+  const float kNegInf = -std::numeric_limits<float>::infinity();
+  float m = kNegInf;
+  for (int32_t j = 0; j < n; ++j) m = std::max(m, lse[j * stride]);
+  if (m == kNegInf) return kNegInf;
+  double denom = 0.0;
+  for (int32_t j = 0; j < n; ++j) {
+    if (lse[j * stride] != kNegInf) denom += std::exp(lse[j * stride] - m);
+  }
+  return m + static_cast<float>(std::log(denom));
+}
+
 }  // namespace kvasir

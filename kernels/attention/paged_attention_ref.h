@@ -37,5 +37,7 @@ void PagedPartialAttentionRef(const PagedAttentionParams& p);
 // (may be null). All-empty input gives out = 0, out_lse = −inf.
 void MergeAttentionRef(int32_t n, const float* o_parts, const float* lse_parts, int32_t rows,
                        int32_t head_dim, float* out, float* out_lse);
+// The merged lse alone: M + ln Σ_j e^{lse_j − M} over lse[j * stride], j < n (−inf if all are).
+float MergeLse(int32_t n, const float* lse, int64_t stride);
 
 }  // namespace kvasir

@@ -47,9 +47,12 @@ class AttentionExecutor : public KvCapacity {
   virtual absl::Status BeginStep(std::span<const AttentionStepSeq> seqs) = 0;
   // Layer `layer` of the step begun last: qkv is [T, qkv_stride] in step order, each row
   // q [num_heads * head_dim] | k [kv_dim] | v [kv_dim] with RoPE applied. Appends k, v and
-  // writes causal attention over each sequence's whole history to out [T, num_heads * head_dim].
-  virtual absl::Status Attend(int32_t layer, const float* qkv, int64_t qkv_stride,
-                              float* out) = 0;
+  // writes causal attention over each sequence's whole history to out [T, num_heads * head_dim]
+  // and, when lse is not null, each row's natural-log log-sum-exp of the scores to lse
+  // [T, num_heads] (what merging this result with attention over other tokens needs: the
+  // hybrid executor's host part).
+  virtual absl::Status Attend(int32_t layer, const float* qkv, int64_t qkv_stride, float* out,
+                              float* lse) = 0;
 };
 
 }  // namespace kvasir

@@ -127,7 +127,7 @@ absl::Status DistributedAttention::BeginStep(std::span<const AttentionStepSeq> s
 }
 
 absl::Status DistributedAttention::Attend(int32_t layer, const float* qkv, int64_t qkv_stride,
-                                          float* out) {
+                                          float* out, float* lse) {
   const int32_t H = shape_.num_heads, hd = shape_.head_dim;
   const int64_t qd = shape_.q_dim(), kvd = shape_.kv_dim();
   const int64_t row_width = static_cast<int64_t>(H) * hd;
@@ -223,7 +223,8 @@ absl::Status DistributedAttention::Attend(int32_t layer, const float* qkv, int64
   }
   for (int64_t row = 0; row < T; ++row) {
     MergeAttentionRef(filled[row], o_parts.data() + row * max_parts * row_width,
-                      lse_parts.data() + row * max_parts * H, H, hd, out + row * qd, nullptr);
+                      lse_parts.data() + row * max_parts * H, H, hd, out + row * qd,
+                      lse != nullptr ? lse + row * H : nullptr);
   }
   return absl::OkStatus();
 }

@@ -95,7 +95,8 @@ class DistributedAttention : public AttentionExecutor {
   bool shared() const override { return true; }
   std::vector<int64_t> TakePreemptions() override;
   absl::Status BeginStep(std::span<const AttentionStepSeq> seqs) override;
-  absl::Status Attend(int32_t layer, const float* qkv, int64_t qkv_stride, float* out) override;
+  absl::Status Attend(int32_t layer, const float* qkv, int64_t qkv_stride, float* out,
+                      float* lse) override;
 
   // Segments of a sequence (tests).
   const std::vector<SegmentPlacement>* segments(int64_t seq_id) const;

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "common/logging.h"
+#include "kernels/attention/paged_attention_ref.h"
 
 namespace kvasir {
 
@@ -146,7 +147,7 @@ void LocalAttention::ApplyEviction(int32_t layer, const AttentionStepSeq& s, int
 }
 
 absl::Status LocalAttention::Attend(int32_t layer, const float* qkv, int64_t qkv_stride,
-                                    float* out) {
+                                    float* out, float* lse) {
   const int32_t KVH = shape_.num_kv_heads, G = shape_.group(), hd = shape_.head_dim;
   const int64_t qd = shape_.q_dim(), kvd = shape_.kv_dim();
   int64_t T = 0;
@@ -205,6 +206,14 @@ absl::Status LocalAttention::Attend(int32_t layer, const float* qkv, int64_t qkv
   // Group g = (token r, kv head kh) lands at out[r, kh * G * hd], i.e. stride G * hd.
   backend_->MergeAttention(groups, max_parts, o_parts_.data(), lse_parts_.data(), G, hd, out,
                            static_cast<int64_t>(G) * hd);
+  if (lse != nullptr) {
+    // Group g = (token r, kv head kh) holds query heads kh * G .. of row r: lse[g * G + i].
+    for (int64_t g = 0; g < groups; ++g) {
+      for (int32_t i = 0; i < G; ++i) {
+        lse[g * G + i] = MergeLse(max_parts, lse_parts_.data() + g * max_parts * G + i, G);
+      }
+    }
+  }
   if (!evictions_.empty()) {
     int64_t row = 0;
     for (const AttentionStepSeq& s : step_) {

@@ -56,7 +56,8 @@ class LocalAttention : public AttentionExecutor {
   // or without a compressing policy.
   const HeadRetention* retention(int64_t seq_id, int32_t layer, int32_t kv_head) const;
   absl::Status BeginStep(std::span<const AttentionStepSeq> seqs) override;
-  absl::Status Attend(int32_t layer, const float* qkv, int64_t qkv_stride, float* out) override;
+  absl::Status Attend(int32_t layer, const float* qkv, int64_t qkv_stride, float* out,
+                      float* lse) override;
 
  private:
   KvCache* cache_;

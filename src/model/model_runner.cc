@@ -143,7 +143,8 @@ class ModelRunner::CpuStep : public LlamaStepOps {
     return absl::OkStatus();
   }
   absl::Status Attention(int32_t layer, Act qkv, Act out) override {
-    return r_->attention_->Attend(layer, buf(qkv), c_.q_dim() + 2 * c_.kv_dim(), buf(out));
+    return r_->attention_->Attend(layer, buf(qkv), c_.q_dim() + 2 * c_.kv_dim(), buf(out),
+                                     nullptr);
   }
   absl::Status SiluMul(Act gate_up, Act out) override {
     r_->backend_->SiluMul(buf(gate_up), buf(out), T_, c_.intermediate_size);

@@ -989,7 +989,8 @@ absl::Status CudaModelRunner::ExternalAttention(int32_t layer, const cuda_intern
   CUDA_RETURN_IF_ERROR(
       cudaMemcpyAsync(host_qkv_.as<void>(), qkv, in_bytes, cudaMemcpyDeviceToHost, stream_));
   CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
-  RETURN_IF_ERROR(external_->Attend(layer, host_qkv_.as<float>(), qkv_dim, host_attn_.as<float>()));
+  RETURN_IF_ERROR(
+      external_->Attend(layer, host_qkv_.as<float>(), qkv_dim, host_attn_.as<float>(), nullptr));
   // The copy reads the pinned buffer asynchronously: the next layer's Attend, which rewrites
   // it, comes after this layer's synchronization above.
   CUDA_RETURN_IF_ERROR(
