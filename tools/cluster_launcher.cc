@@ -531,6 +531,10 @@ const std::vector<cli::FlagSpec>& ClusterFlagSpecs() {
       {"device", true,
        "the decoders' device: cpu (default) or cuda (dense layers on GPU 0, KV on the host "
        "attention workers)"},
+      {"decoder-kv-memory", true,
+       "with --device cuda: MiB of each decoder's GPU for its own KV, the hybrid executor (each "
+       "sequence's first tokens there, the rest on the attention workers; 0: sized by the "
+       "decoder; default: all KV on the attention workers)"},
       {"api-key", true,
        "router requires Authorization: Bearer KEY (visible in ps: prefer --api-key-file or "
        "$KVASIR_API_KEY)"},
@@ -565,6 +569,14 @@ absl::StatusOr<ClusterOptions> ClusterOptionsFromArgs(const cli::Args& a) {
   o.device = a.Str("device", "cpu");
   if (o.device != "cpu" && o.device != "cuda") {
     return absl::InvalidArgumentError("--device must be cpu or cuda");
+  }
+  if (a.Has("decoder-kv-memory")) {
+    ASSIGN_OR_RETURN(const double mb, a.Float("decoder-kv-memory", 0.0));
+    if (!(mb >= 0.0 && mb <= double(1 << 24)) || o.device != "cuda") {
+      return absl::InvalidArgumentError(
+          "--decoder-kv-memory takes MiB in [0, 16777216], with --device cuda");
+    }
+    o.decoder_kv_memory_mb = a.Str("decoder-kv-memory", "");
   }
   o.kv_cache_dtype = a.Str("kv-cache-dtype", o.device == "cuda" ? "bf16" : "");
   if (!o.kv_cache_dtype.empty()) {
@@ -687,6 +699,9 @@ std::vector<ChildSpec> BuildChildCommands(const ClusterOptions& o, const Cluster
                     {"--max-num-batched-tokens", std::to_string(o.max_num_batched_tokens)});
     }
     if (o.device != "cpu") c.argv.insert(c.argv.end(), {"--device", o.device});
+    if (!o.decoder_kv_memory_mb.empty()) {
+      c.argv.insert(c.argv.end(), {"--decoder-kv-memory", o.decoder_kv_memory_mb});
+    }
     out.push_back(std::move(c));
   }
   for (ChildSpec& c : out) c.env.push_back("KVASIR_CLUSTER_SECRET=" + o.cluster_secret);

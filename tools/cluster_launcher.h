@@ -33,6 +33,8 @@ struct ClusterOptions {
   // The decoders' device: cpu, or cuda (dense layers on the GPU, attention on the host
   // attention workers). Attention workers and the router stay on the CPU.
   std::string device = "cpu";
+  // cuda: MiB of each decoder's GPU for its own KV (the hybrid executor); -1: none.
+  std::string decoder_kv_memory_mb;  // empty: none
   // The attention workers' KV storage, fp32 or bf16; empty: theirs (fp32). bf16 by default
   // with cuda decoders, matching the rounding of the GPU's own KV pool.
   std::string kv_cache_dtype;

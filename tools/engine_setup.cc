@@ -23,9 +23,33 @@ absl::StatusOr<std::unique_ptr<StepRunner>> CreateRunnerOver(const LocalModel& m
 #ifdef KVASIR_WITH_CUDA_RUNNER
     CudaModelRunnerOptions co;
     co.memory_fraction = o.gpu_memory_utilization;
+    const ModelConfig& c = m.weights->config;
+    if (o.hybrid_kv) {
+      co.block_size = o.block_size;
+      co.max_seqs = o.max_num_seqs;
+      const int64_t block_bytes = int64_t{2} * o.block_size * c.head_dim * 2;  // bf16 K + V
+      if (o.decoder_kv_memory_mb > 0) {
+        co.num_blocks = static_cast<int32_t>(std::min<double>(
+            o.decoder_kv_memory_mb * double(1 << 20) / block_bytes, INT32_MAX));
+        if (co.num_blocks < int64_t{c.num_layers} * c.num_kv_heads) {
+          return absl::InvalidArgumentError(
+              "--decoder-kv-memory is too small for one block per layer and KV head");
+        }
+      }
+      HybridPlacementOptions hp;
+      hp.sink_tokens = o.block_size;
+      hp.reserve_blocks = -1;
+      ASSIGN_OR_RETURN(std::unique_ptr<CudaModelRunner> r,
+                       CudaModelRunner::CreateHybrid(m.weights.get(), co, attention, hp));
+      SPDLOG_INFO(
+          "model {} on CUDA (bf16 dense layers), hybrid KV: {} blocks of {} tokens on the GPU "
+          "({} MiB) for each sequence's first tokens, the rest on the host attention workers",
+          c.name, r->cache().pool().num_blocks(), o.block_size,
+          (int64_t{r->cache().pool().num_blocks()} * block_bytes) >> 20);
+      return std::unique_ptr<StepRunner>(std::move(r));
+    }
     ASSIGN_OR_RETURN(std::unique_ptr<CudaModelRunner> r,
                      CudaModelRunner::Create(m.weights.get(), co, attention));
-    const ModelConfig& c = m.weights->config;
     SPDLOG_INFO("model {} on CUDA (bf16 dense layers), attention over host KV: {} layers, dim {}, "
                 "{} heads / {} kv heads, vocab {}",
                 c.name, c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.vocab_size);

@@ -42,6 +42,11 @@ struct EngineOptions {
   // Share the KV of equal token prefixes between requests (KvCache, prefix caching): where
   // the KV is in this process (the CPU cache, the GPU pool); --no-enable-prefix-caching.
   bool prefix_caching = true;
+  // cuda with the KV on attention workers: the hybrid executor keeps each sequence's first
+  // tokens in a GPU pool of decoder_kv_memory_mb MiB (0: sized by gpu_memory_utilization) and
+  // the rest on the workers (--decoder-kv-memory, serve --attention-workers host:N).
+  bool hybrid_kv = false;
+  double decoder_kv_memory_mb = 0.0;
   KvDType kv_dtype_or_default() const {
     return kv_dtype.value_or(device == "cuda" ? KvDType::kBF16 : KvDType::kF32);
   }

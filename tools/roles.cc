@@ -9,6 +9,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "api/http_server.h"
 #include "attention/attention_shard.h"
@@ -211,6 +212,27 @@ absl::StatusOr<EngineConfig> EngineConfigFromArgs(const Args& a) {
   return ec;
 }
 
+const cli::FlagSpec kDecoderKvMemoryFlag = {
+    "decoder-kv-memory", true,
+    "cuda: MiB of GPU memory for this decoder's own KV, the hybrid executor: each sequence's "
+    "first tokens on the GPU while they fit, the rest on the attention workers, merged by lse "
+    "(0: sized by --gpu-memory-utilization; default: all KV on the attention workers)"};
+
+// --decoder-kv-memory into eo (the hybrid executor), or nothing when absent.
+absl::Status HybridFromArgs(const Args& a, EngineOptions* eo) {
+  if (!a.Has("decoder-kv-memory")) return absl::OkStatus();
+  ASSIGN_OR_RETURN(const double mb, a.Float("decoder-kv-memory", 0.0));
+  if (!(mb >= 0.0 && mb <= double(1 << 24))) {
+    return absl::InvalidArgumentError("--decoder-kv-memory must be in [0, 16777216] MiB");
+  }
+  if (eo->device != "cuda") {
+    return absl::InvalidArgumentError("--decoder-kv-memory needs --device cuda");
+  }
+  eo->hybrid_kv = true;
+  eo->decoder_kv_memory_mb = mb;
+  return absl::OkStatus();
+}
+
 const std::vector<cli::FlagSpec> kEngineFlags = {
     {"max-num-seqs", true, "sequences per step (default 64)"},
     {"max-num-batched-tokens", true, "tokens per step (default 512)"},
@@ -244,6 +266,11 @@ int ServeMain(int argc, char** argv) {
                        "split the KV pool over N in-process attention workers under the KV "
                        "manager, as a cluster does (default: one local pool; kv_policy eviction "
                        "needs the local pool)"},
+                      {"attention-workers", true,
+                       "host:N with --device cuda: the hybrid executor in one process, each "
+                       "sequence's first tokens in the GPU pool (--decoder-kv-memory) and the "
+                       "rest in N in-process host attention workers under the KV manager"},
+                      kDecoderKvMemoryFlag,
                       {"grpc-port", true,
                        "also serve kvasir.v1.Completion over gRPC on this port (0: a free one, "
                        "printed as a second stdout line; default: off)"}}});
@@ -254,13 +281,33 @@ int ServeMain(int argc, char** argv) {
   KVASIR_ASSIGN_OR_FAIL(ec, EngineConfigFromArgs(a));
   KVASIR_ASSIGN_OR_FAIL(grpc_port, PortFlag(a, "grpc-port", -1, -1));
   KVASIR_ASSIGN_OR_FAIL(shards, PositiveFlag(a, "attention-shards", 1));
+  if (a.Has("attention-workers")) {
+    const std::string w = a.Str("attention-workers", "");
+    int64_t n = 0;
+    if (a.Has("attention-shards") || w.rfind("host:", 0) != 0 ||
+        !absl::SimpleAtoi(w.substr(5), &n) || n < 1 || n > 64) {
+      return Fail(absl::InvalidArgumentError(
+          "--attention-workers takes host:N (1 <= N <= 64), without --attention-shards"));
+    }
+    if (eo.device != "cuda") {
+      return Fail(absl::InvalidArgumentError("--attention-workers host:N needs --device cuda"));
+    }
+    shards = static_cast<int>(n);
+    if (!a.Has("decoder-kv-memory")) {
+      eo.hybrid_kv = true;  // the GPU share sized by --gpu-memory-utilization
+    }
+  }
+  if (absl::Status st = HybridFromArgs(a, &eo); !st.ok()) return Fail(st);
+  if (eo.hybrid_kv && !a.Has("attention-workers")) {
+    return Fail(absl::InvalidArgumentError("--decoder-kv-memory needs --attention-workers host:N"));
+  }
   KVASIR_ASSIGN_OR_FAIL(blocks, a.Int("kv-blocks", 0));
   if (blocks < 0) return Fail(absl::InvalidArgumentError("--kv-blocks must be >= 0"));
   if (shards > 64) return Fail(absl::InvalidArgumentError("--attention-shards must be <= 64"));
   eo.kv_blocks = blocks;
   eo.kv_contexts = 64;                  // default pool: 64 full contexts,
   eo.kv_max_bytes = int64_t{4} << 30;   // capped at 4 GiB of K+V
-  if (!a.Has("attention-shards")) {
+  if (!a.Has("attention-shards") && !a.Has("attention-workers")) {
     // One KV pool next to the weights: on the GPU (--gpu-memory-utilization sizes it unless
     // --kv-blocks does) or in host memory for the CPU; attention runs over it in process, and
     // kv_policy eviction works there. With --attention-shards the KV goes to in-process
@@ -358,7 +405,8 @@ int RouterMain(int argc, char** argv) {
 // ---------------------------------------------------------------------------------------------
 int DecoderMain(int argc, char** argv) {
   auto specs = Join({kEngineFlags, kClusterSecretFlags,
-                     {{"host", true, "listen address (default 127.0.0.1)"},
+                     {kDecoderKvMemoryFlag,
+                      {"host", true, "listen address (default 127.0.0.1)"},
                       {"grpc-port", true, "gRPC port (default 0: a free one, printed)"},
                       {"router", true, "the router's gRPC address HOST:PORT (KV directory)"},
                       {"decoder-id", true,
@@ -388,6 +436,7 @@ int DecoderMain(int argc, char** argv) {
     return Fail(absl::InvalidArgumentError("--decoder-id must be in [0, 4194304)"));
   }
   KVASIR_ASSIGN_OR_FAIL(cluster_auth, ClusterAuthFromArgs(a));
+  if (absl::Status st = HybridFromArgs(a, &eo); !st.ok()) return Fail(st);
   eo.local_kv = false;
   eo.need_tokenizer = false;
   KVASIR_ASSIGN_OR_FAIL(m, CreateLocalModel(eo));

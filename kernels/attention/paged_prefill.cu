@@ -140,7 +140,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   if (r0 >= n_rows) return;  // uniform over the CTA
   const int32_t tile_rows = min(tiling.rows_per_tile, n_rows - r0);
   const int32_t pos0 = p.pos0[seq];
-  const int32_t kv_end = pos0 + r0 + tile_rows;  // causal end of the tile's last row
+  const int32_t cap = p.kv_limit != nullptr ? p.kv_limit[seq] : INT32_MAX;
+  const int32_t kv_end = min(pos0 + r0 + tile_rows, cap);  // causal end of the tile's last row
   const int32_t* table = p.block_ids + p.block_table_offsets[int64_t{seq} * p.num_kv_heads + kvh];
   const int32_t hq0 = kvh * p.group + head0;  // first query head of the CTA
 
@@ -173,7 +174,7 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
   for (int i = 0; i < kRm; ++i) {
     const int r = (ty * kRm + i) / nh;
-    limit[i] = r < tile_rows ? pos0 + r0 + r + 1 : kv_end;
+    limit[i] = r < tile_rows ? min(pos0 + r0 + r + 1, cap) : kv_end;
   }
 
   float acc[kRm][kCd][kVd];

@@ -40,6 +40,7 @@ struct Case {
   std::vector<Chunk> chunks;  // one per sequence
   bool padded = false;        // q and o rows padded beyond num_heads * head_dim
   bool with_lse = true;
+  std::vector<int32_t> kv_limit;  // per sequence (PagedPrefillParams::kv_limit); empty: none
 };
 
 std::string Describe(const Case& c, const char* dtype) {
@@ -153,6 +154,7 @@ void RunCase(const Case& c, std::mt19937& rng, Worst* worst) {
         rp.head_dim = d;
         rp.begin = 0;
         rp.end = c.chunks[s].pos0 + j + 1;
+        if (!c.kv_limit.empty()) rp.end = std::min(rp.end, c.kv_limit[s]);
         rp.q = q.data() + r * q_stride + int64_t{h} * g * d;
         rp.group = g;
         rp.scale = scale;
@@ -165,6 +167,7 @@ void RunCase(const Case& c, std::mt19937& rng, Worst* worst) {
 
   DeviceBuffer<KvT> dk(k_kv), dv(v_kv);
   DeviceBuffer<int32_t> doff(offsets), dids(ids), drow(row_start), dpos(pos0);
+  DeviceBuffer<int32_t> dlimit(c.kv_limit.empty() ? std::vector<int32_t>{1} : c.kv_limit);
   DeviceBuffer<float> dq(q), dout(std::max<int64_t>(1, total_rows * o_stride));
   DeviceBuffer<float> dlse(std::max<size_t>(1, ref_lse.size()));
   ASSERT_TRUE(dk.ok() && dv.ok() && doff.ok() && dids.ok() && drow.ok() && dpos.ok() && dq.ok() &&
@@ -177,6 +180,7 @@ void RunCase(const Case& c, std::mt19937& rng, Worst* worst) {
   p.block_ids = dids.get();
   p.row_start = drow.get();
   p.pos0 = dpos.get();
+  p.kv_limit = c.kv_limit.empty() ? nullptr : dlimit.get();
   p.q = dq.get();
   p.q_row_stride = c.padded ? q_stride : 0;
   p.o = dout.get();
@@ -235,6 +239,23 @@ void RunCase(const Case& c, std::mt19937& rng, Worst* worst) {
 void Report(const char* name, const Worst& f32, const Worst& bf16) {
   std::printf("[paged_prefill %s] worst rel err fp32 %.3g, bf16-KV %.3g, lse %.3g\n", name, f32.o,
               bf16.o, std::max(f32.lse, bf16.lse));
+}
+
+// The hybrid executor's near part: rows see at most kv_limit tokens of their table, whether the
+// limit lies before the chunk (every row capped), inside it, or past it (plain causal).
+TEST(PagedPrefill, KvLimitCapsEveryRow) {
+  std::mt19937 rng(FreshSeed());
+  Worst f32, bf16;
+  for (int32_t d : {8, 64, 128}) {
+    Case c;
+    c.head_dim = d;
+    c.group = d == 8 ? 2 : 4;
+    c.chunks = {{37, 100}, {64, 0}, {5, 300}, {1, 40}, {90, 17}};
+    c.kv_limit = {48, 20, 1000, 16, 17};
+    RunCase<float>(c, rng, &f32);
+    RunCase<__nv_bfloat16>(c, rng, &bf16);
+  }
+  Report("kv_limit", f32, bf16);
 }
 
 TEST(PagedPrefill, MatchesReferenceGrid) {

@@ -32,7 +32,8 @@ struct HybridPlacementOptions {
   // the far pool (tests, and a fair share of a small GPU pool among long sequences).
   int64_t max_near_tokens = 0;
   // Near blocks kept free for the sinks of sequences that arrive later: past its sinks a
-  // sequence grows near only while more than this many blocks stay free.
+  // sequence grows near only while more than this many blocks stay free. (CUDA runner: < 0
+  // picks room for 8 sequences' first blocks, at most 1/16 of the pool.)
   int64_t reserve_blocks = 0;
 };
 

@@ -7,6 +7,10 @@
 #   C  kvasir cluster --device cuda --decoders 1 --attention 2   (real processes, gRPC data plane)
 #   D  kvasir cluster --device cuda --decoders 2 --attention 2   (two CUDA decoders on one GPU)
 #   E  kvasir serve (CPU fp32, for scale)
+#   F  kvasir serve --device cuda --attention-workers host:2 --decoder-kv-memory 0.05
+#      (the hybrid executor: 5 blocks per layer and KV head on the GPU for all sequences, so
+#      each spills to the 2 host workers after its first block or so)
+#   G  kvasir cluster --device cuda --decoders 1 --attention 2 --decoder-kv-memory 0.05
 # Prints per configuration how many completions equal A's text exactly, and the streamed TTFT /
 # TPOT means. On the device machine: BUNDLE=bundle tools/device/cluster_cuda.sh
 set -uo pipefail
@@ -80,6 +84,8 @@ run_config B "$K" serve --device cuda --attention-shards 2 --threads 4
 run_config C "$K" cluster --device cuda --decoders 1 --attention 2 --threads 4
 run_config D "$K" cluster --device cuda --decoders 2 --attention 2 --threads 4
 run_config E "$K" serve --threads 4
+run_config F "$K" serve --device cuda --attention-workers host:2 --decoder-kv-memory 0.05 --threads 4
+run_config G "$K" cluster --device cuda --decoders 1 --attention 2 --decoder-kv-memory 0.05 --threads 4
 python3 - "$OUTDIR" <<'PY' || status=1
 import json, os, sys
 d = sys.argv[1]
@@ -89,7 +95,9 @@ names = {"A": "serve --device cuda (GPU KV, reference)",
          "B": "serve --device cuda --attention-shards 2 (host KV)",
          "C": "cluster --device cuda --decoders 1 --attention 2",
          "D": "cluster --device cuda --decoders 2 --attention 2",
-         "E": "serve (CPU fp32)"}
+         "E": "serve (CPU fp32)",
+         "F": "serve --device cuda --attention-workers host:2 (hybrid, 0.05 MiB GPU KV)",
+         "G": "cluster --device cuda --decoders 1 --attention 2 --decoder-kv-memory 0.05"}
 print("| configuration | completions equal to A | mean chars in common with A | TTFT ms | TPOT ms |")
 print("| --- | --- | --- | --- | --- |")
 bad = False
@@ -106,7 +114,7 @@ for n, label in names.items():
     mean = lambda xs: sum(xs) / len(xs)
     print(f"| {label} | {eq}/{len(r)} | {mean(common):.1f} of {mean([len(b['text']) for b in ref]):.1f} "
           f"| {mean([x['ttft_ms'] for x in r]):.2f} | {mean([x['tpot_ms'] for x in r]):.2f} |")
-    if n in "BCD" and eq != len(r):
+    if n in "BCDFG" and eq != len(r):
         for i, (a, b) in enumerate(zip(r, ref)):
             if a["text"] != b["text"]:
                 print(f"    {n} prompt {i} differs:\n      A: {b['text']!r}\n      {n}: {a['text']!r}")

@@ -49,6 +49,15 @@ absl::Status UploadF32(const float* src, int64_t n, cuda_internal::DeviceBuffer*
 
 constexpr size_t kLtWorkspaceBytes = size_t{32} << 20;
 
+// The device pool's attention kernels (paged decode and prefill) support these head sizes.
+absl::Status CheckDeviceHeadDim(int32_t hd) {
+  if (hd != 8 && hd != 32 && hd != 64 && hd != 128 && hd != 256) {
+    return absl::UnimplementedError(
+        absl::StrCat("head_dim ", hd, " is not supported by the CUDA paged decode kernel"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 namespace cuda_internal {
@@ -56,29 +65,33 @@ namespace cuda_internal {
 // Row counts of one step and the layout of its int32 metadata, uploaded once per step:
 //   ids [T] | positions [T] | row_slot [T] | begin [I] | end [I] | item_offset [I]
 //   | logit rows [R] | chunk row_start [S + 1] | chunk pos0 [S] | chunk table offset [S, KVH]
+//   | chunk kv limit [S] | far rows [F]
 // The step's rows are reordered on the device: the rows of the S multi-token entries (prefill
 // chunks, P rows, attended by the prefill kernel) first, in batch order, then one row per
 // single-token entry (decode rows, attended by the decode kernel), then a graph's padding rows.
 // Every other op is row-wise, so only the logit rows need mapping back. Decode items are
 // (decode row, kv_head), item i = t * KVH + h over rows P + t. Table offsets point into the
-// mirror's layer 0; layer l passes block_ids = tables_ + l * KVH * max_blocks_.
+// mirror's layer 0; layer l passes block_ids = tables_ + l * KVH * max_blocks_. The hybrid
+// executor adds each chunk's near_end (the prefill kernel's kv_limit) and the F rows that also
+// attend over a far part (decode items end at near_end already).
 struct StepShape {
-  StepShape(int64_t t, int64_t p, int64_t s, int64_t r, int32_t kvh);
-  int64_t T, P, S, I, R;
+  StepShape(int64_t t, int64_t p, int64_t s, int64_t r, int32_t kvh, int64_t f = 0);
+  int64_t T, P, S, I, R, F;
   int32_t max_chunk = 0;       // longest prefill chunk
   bool rows_identity = false;  // logits row k is step row k: the logits GEMM reads xb itself
   bool sample = false;         // sample every logits row on the device
   cuda::PagedDecodePlan plan;
   int64_t off_ids, off_pos, off_row_slot, off_begin, off_end, off_item, off_rows;
-  int64_t off_chunk_start, off_chunk_pos, off_chunk_table, meta_len;
+  int64_t off_chunk_start, off_chunk_pos, off_chunk_table, off_chunk_limit, off_far_rows;
+  int64_t meta_len;
 };
 
 }  // namespace cuda_internal
 
 namespace cuda_internal {
 
-StepShape::StepShape(int64_t t, int64_t p, int64_t s, int64_t r, int32_t kvh)
-    : T(t), P(p), S(s), I((t - p) * kvh), R(r) {
+StepShape::StepShape(int64_t t, int64_t p, int64_t s, int64_t r, int32_t kvh, int64_t f)
+    : T(t), P(p), S(s), I((t - p) * kvh), R(r), F(f) {
   off_ids = 0;
   off_pos = T;
   off_row_slot = 2 * T;
@@ -89,7 +102,9 @@ StepShape::StepShape(int64_t t, int64_t p, int64_t s, int64_t r, int32_t kvh)
   off_chunk_start = off_rows + R;
   off_chunk_pos = off_chunk_start + S + 1;
   off_chunk_table = off_chunk_pos + S;
-  meta_len = off_chunk_table + S * kvh;
+  off_chunk_limit = off_chunk_table + S * kvh;
+  off_far_rows = off_chunk_limit + S;
+  meta_len = off_far_rows + F;
 }
 
 absl::StatusOr<bool> StepBuffers::Reserve(const StepShape& s, const ModelConfig& c) {
@@ -107,7 +122,7 @@ absl::StatusOr<bool> StepBuffers::Reserve(const StepShape& s, const ModelConfig&
       {&qkv, T * qkv_dim * f},
       {&q, T * qd * f},
       {&attn, T * qd * f},
-      {&lse, std::max<int64_t>(s.I, 1) * c.group_size() * f},
+      {&lse, std::max<int64_t>(T, 1) * c.num_heads * f},
       {&tmp, T * d * f},
       {&gate_up, T * 2 * inter * f},
       {&act, T * inter * f},
@@ -140,8 +155,8 @@ void GemmPlan::Reset() {
 }  // namespace cuda_internal
 
 CudaModelRunner::CudaModelRunner(const ModelWeights* weights, const CudaModelRunnerOptions& options,
-                                 AttentionExecutor* external)
-    : weights_(weights), options_(options), external_(external) {}
+                                 AttentionExecutor* external, bool hybrid)
+    : weights_(weights), options_(options), external_(external), hybrid_mode_(hybrid) {}
 
 CudaModelRunner::~CudaModelRunner() {
   for (const auto& [bucket, t] : replay_timing_) {
@@ -152,6 +167,7 @@ CudaModelRunner::~CudaModelRunner() {
   }
   if (replay_start_) (void)cudaEventDestroy(replay_start_);
   if (replay_end_) (void)cudaEventDestroy(replay_end_);
+  if (qkv_copied_) (void)cudaEventDestroy(qkv_copied_);
   if (matmul_desc_) cublasLtMatmulDescDestroy(matmul_desc_);
   if (lt_) cublasLtDestroy(lt_);
   if (stream_) {
@@ -163,6 +179,33 @@ CudaModelRunner::~CudaModelRunner() {
 absl::StatusOr<std::unique_ptr<CudaModelRunner>> CudaModelRunner::Create(
     const ModelWeights* weights, const CudaModelRunnerOptions& options) {
   return Create(weights, options, nullptr);
+}
+
+absl::StatusOr<std::unique_ptr<CudaModelRunner>> CudaModelRunner::CreateHybrid(
+    const ModelWeights* weights, const CudaModelRunnerOptions& options, AttentionExecutor* far,
+    const HybridPlacementOptions& placement) {
+  if (far == nullptr) return absl::InvalidArgumentError("the hybrid executor needs a far part");
+  if (placement.sink_tokens < 1 || placement.max_near_tokens < 0) {
+    return absl::InvalidArgumentError("bad hybrid placement options");
+  }
+  RETURN_IF_ERROR(CheckDeviceHeadDim(weights->config.head_dim));
+  CudaModelRunnerOptions o = options;
+  o.prefix_caching = false;
+  ASSIGN_OR_RETURN(std::unique_ptr<CudaModelRunner> r, Create(weights, o, far));
+  // Create built the external-only runner's state: add the device pool and the placement.
+  r->hybrid_mode_ = true;
+  r->placement_ = placement;
+  RETURN_IF_ERROR(r->InitKvPool());
+  if (r->placement_.reserve_blocks < 0) {
+    // Room for the first blocks of 8 more sequences, at most 1/16 of the pool.
+    const ModelConfig& c = weights->config;
+    r->placement_.reserve_blocks = std::min<int64_t>(
+        r->cache_->pool().num_blocks() / 16, int64_t{8} * c.num_layers * c.num_kv_heads);
+  }
+  r->hybrid_ =
+      std::make_unique<HybridKv>(r->cache_.get(), r->capacity_.get(), far, r->placement_);
+  CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&r->qkv_copied_, cudaEventDisableTiming));
+  return r;
 }
 
 absl::StatusOr<std::unique_ptr<CudaModelRunner>> CudaModelRunner::Create(
@@ -180,18 +223,14 @@ absl::StatusOr<std::unique_ptr<CudaModelRunner>> CudaModelRunner::Create(
         "bad KV pool: ", options.num_blocks, " blocks of ", options.block_size, " tokens, ",
         options.max_seqs, " sequences, memory fraction ", options.memory_fraction));
   }
-  const int32_t hd = c.head_dim;
-  if (attention == nullptr && hd != 8 && hd != 32 && hd != 64 && hd != 128 && hd != 256) {
-    return absl::UnimplementedError(
-        absl::StrCat("head_dim ", hd, " is not supported by the CUDA paged decode kernel"));
-  }
+  if (attention == nullptr) RETURN_IF_ERROR(CheckDeviceHeadDim(c.head_dim));
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess || count <= options.device) {
     (void)cudaGetLastError();
     return absl::FailedPreconditionError(
         absl::StrCat("no CUDA device ", options.device, " (", count, " found)"));
   }
-  std::unique_ptr<CudaModelRunner> r(new CudaModelRunner(weights, options, attention));
+  std::unique_ptr<CudaModelRunner> r(new CudaModelRunner(weights, options, attention, false));
   RETURN_IF_ERROR(r->Init());
   return r;
 }
@@ -442,7 +481,10 @@ absl::Status CudaModelRunner::ValidateBatch(const ModelConfig& c, const KvCache&
 absl::StatusOr<ForwardResult> CudaModelRunner::Forward(const std::vector<SequenceInput>& batch) {
   const auto start = std::chrono::steady_clock::now();
   const ModelConfig& c = weights_->config;
-  if (external_ != nullptr) {
+  if (hybrid_mode_) {
+    RETURN_IF_ERROR(ValidateSequenceInputs(
+        c, batch, [&](int64_t id) { return hybrid_->Contains(id); }));
+  } else if (external_ != nullptr) {
     RETURN_IF_ERROR(ValidateSequenceInputs(
         c, batch, [&](int64_t id) { return external_->Contains(id); }));
   } else {
@@ -460,7 +502,11 @@ absl::StatusOr<ForwardResult> CudaModelRunner::Forward(const std::vector<Sequenc
     empty.vocab_size = c.vocab_size;
     return empty;
   }
-  if (external_ != nullptr) {
+  bool far_rows = false;  // some row of the step attends over a far part too
+  if (hybrid_mode_) {
+    RETURN_IF_ERROR(BeginHybridStep(batch));
+    for (int32_t e : near_end_) far_rows |= e != HybridKv::kAllNear;
+  } else if (external_ != nullptr) {
     std::vector<AttentionStepSeq> step(batch.size());
     for (size_t b = 0; b < batch.size(); ++b) {
       step[b] = {batch[b].seq_id, batch[b].start_pos,
@@ -485,7 +531,7 @@ absl::StatusOr<ForwardResult> CudaModelRunner::Forward(const std::vector<Sequenc
 
   std::vector<int32_t> seq_slot(batch.size(), 0);
   pairs_host_.clear();
-  if (external_ == nullptr) RETURN_IF_ERROR(SyncTables(batch, &seq_slot));
+  if (!external_only()) RETURN_IF_ERROR(SyncTables(batch, &seq_slot));
   // Mirror updates (never in a graph: their number changes from step to step).
   if (!pairs_host_.empty()) {
     RETURN_IF_ERROR(pairs_.Grow(pairs_host_.size() * sizeof(int32_t)));
@@ -498,7 +544,8 @@ absl::StatusOr<ForwardResult> CudaModelRunner::Forward(const std::vector<Sequenc
   }
 
   GraphStep graph;
-  if (pure_decode && !buckets_.empty() && static_cast<int64_t>(batch.size()) <= buckets_.back()) {
+  if (pure_decode && !far_rows && !buckets_.empty() &&
+      static_cast<int64_t>(batch.size()) <= buckets_.back()) {
     ASSIGN_OR_RETURN(graph, ForwardGraph(batch, seq_slot, out));
   }
   if (!graph.ran) {
@@ -508,7 +555,14 @@ absl::StatusOr<ForwardResult> CudaModelRunner::Forward(const std::vector<Sequenc
   // Sampled tokens, then their logprobs this many rows later.
   const int64_t sample_stride = graph.ran ? graph.sample_stride : R;
   RETURN_IF_ERROR(FinishStep(batch, R, sample_stride, graph.ran ? graph_buf_ : eager_, &out));
-  if (external_ == nullptr) {
+  if (hybrid_mode_) {
+    for (size_t b = 0; b < batch.size(); ++b) {
+      const int32_t n = static_cast<int32_t>(batch[b].tokens.size());
+      const int32_t near = HybridKv::NearPart(near_end_[b], batch[b].start_pos, n);
+      if (near > 0) cache_->Advance(batch[b].seq_id, near);
+      hybrid_->Advance(batch[b].seq_id, n);
+    }
+  } else if (external_ == nullptr) {
     for (const SequenceInput& s : batch) {
       cache_->Advance(s.seq_id, static_cast<int32_t>(s.tokens.size()));
     }
@@ -529,6 +583,41 @@ absl::StatusOr<ForwardResult> CudaModelRunner::Forward(const std::vector<Sequenc
   return out;
 }
 
+absl::Status CudaModelRunner::BeginHybridStep(const std::vector<SequenceInput>& batch) {
+  for (const SequenceInput& in : batch) {
+    if (in.start_pos != hybrid_->Length(in.seq_id)) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", in.seq_id, ": start_pos ",
+                                                     in.start_pos, " but ",
+                                                     hybrid_->Length(in.seq_id), " tokens cached"));
+    }
+  }
+  // Room for the step (the scheduler grew every sequence already; Grow again is a no-op then).
+  for (const SequenceInput& in : batch) {
+    RETURN_IF_ERROR(hybrid_->Grow(in.seq_id, static_cast<int32_t>(in.tokens.size())));
+  }
+  near_end_.resize(batch.size());
+  // The far executor's step, in device row order: the prefill chunks first, then decode rows.
+  std::vector<AttentionStepSeq> far;
+  for (const bool chunks : {true, false}) {
+    for (size_t b = 0; b < batch.size(); ++b) {
+      const SequenceInput& in = batch[b];
+      const int32_t n = static_cast<int32_t>(in.tokens.size());
+      if ((n > 1) != chunks) continue;
+      const int32_t end = hybrid_->NearEnd(in.seq_id);
+      const int32_t near = HybridKv::NearPart(end, in.start_pos, n);
+      if (near == n) {  // every row before near_end: causal over the near part alone
+        near_end_[b] = HybridKv::kAllNear;
+        continue;
+      }
+      near_end_[b] = end;
+      // Far rows: positions [start + near, start + n), at far positions from start + near - end.
+      far.push_back({in.seq_id, in.start_pos + near - end, n - near, nullptr, 0});
+    }
+  }
+  if (far.empty()) return absl::OkStatus();
+  return external_->BeginStep(far);
+}
+
 int32_t CudaModelRunner::BuildMeta(const std::vector<SequenceInput>& batch,
                                    const std::vector<int32_t>& seq_slot,
                                    const std::vector<int32_t>& logit_rows,
@@ -538,6 +627,7 @@ int32_t CudaModelRunner::BuildMeta(const std::vector<SequenceInput>& batch,
   const int64_t layer_stride = int64_t{KVH} * max_blocks_;
   const int64_t seq_stride = int64_t{c.num_layers} * layer_stride;
   meta_host_.assign(s.meta_len, 0);
+  far_rows_.clear();
   std::vector<int32_t> new_row;  // step row (batch order) -> device row
   new_row.reserve(s.T);
   int32_t max_kv_len = 0;
@@ -546,10 +636,14 @@ int32_t CudaModelRunner::BuildMeta(const std::vector<SequenceInput>& batch,
   for (size_t b = 0; b < batch.size(); ++b) {
     const SequenceInput& in = batch[b];
     // With external attention the rows stay in batch order, as the executor expects them.
-    const bool prefill = external_ == nullptr && in.tokens.size() > 1;
+    const bool prefill = !external_only() && in.tokens.size() > 1;
     const int64_t seq_base = int64_t{seq_slot[b]} * seq_stride;
+    // Hybrid: positions from near_end on are far (no device KV append; the device attends over
+    // [0, near_end) of them and the host over the rest).
+    const int32_t near_end = hybrid_mode_ ? near_end_[b] : HybridKv::kAllNear;
     if (prefill) {
       meta_host_[s.off_chunk_pos + chunk] = in.start_pos;
+      meta_host_[s.off_chunk_limit + chunk] = near_end;
       for (int32_t h = 0; h < KVH; ++h) {
         meta_host_[s.off_chunk_table + chunk * KVH + h] =
             static_cast<int32_t>(seq_base + int64_t{h} * max_blocks_);
@@ -561,21 +655,27 @@ int32_t CudaModelRunner::BuildMeta(const std::vector<SequenceInput>& batch,
       new_row.push_back(static_cast<int32_t>(row));
       meta_host_[s.off_ids + row] = in.tokens[i];
       meta_host_[s.off_pos + row] = pos;
-      meta_host_[s.off_row_slot + row] = seq_slot[b];
+      meta_host_[s.off_row_slot + row] = pos < near_end ? seq_slot[b] : -1;
+      if (pos >= near_end) far_rows_.push_back(static_cast<int32_t>(row));
       if (prefill) continue;
+      const int32_t end = std::min(pos + 1, near_end);
       for (int32_t h = 0; h < KVH; ++h) {
         const int64_t item = (row - s.P) * KVH + h;
         meta_host_[s.off_begin + item] = 0;
-        meta_host_[s.off_end + item] = pos + 1;
+        meta_host_[s.off_end + item] = end;
         meta_host_[s.off_item + item] = static_cast<int32_t>(seq_base + int64_t{h} * max_blocks_);
       }
-      max_kv_len = std::max(max_kv_len, pos + 1);
+      max_kv_len = std::max(max_kv_len, end);
     }
     if (prefill) {
       ++chunk;
       meta_host_[s.off_chunk_start + chunk] = static_cast<int32_t>(next_prefill);
     }
   }
+  // Far rows in device row order, the far executor's step order (BeginHybridStep).
+  std::sort(far_rows_.begin(), far_rows_.end());
+  KVASIR_CHECK(static_cast<int64_t>(far_rows_.size()) == s.F);
+  std::copy(far_rows_.begin(), far_rows_.end(), meta_host_.begin() + s.off_far_rows);
   // Graph padding rows: token 0 at position 0, no K/V append (slot -1), empty attention ranges
   // (begin = end = 0, zero from the fill), and their own logits rows.
   for (int64_t row = next_decode; row < s.T; ++row) meta_host_[s.off_row_slot + row] = -1;
@@ -696,18 +796,21 @@ absl::Status CudaModelRunner::ForwardEager(const std::vector<SequenceInput>& bat
                                            const std::vector<int32_t>& rows, bool device_sampling,
                                            const ForwardResult& out) {
   const ModelConfig& c = weights_->config;
-  int64_t T = 0, S = 0, P = 0;
+  int64_t T = 0, S = 0, P = 0, F = 0;
   int32_t max_chunk = 0;
-  for (const SequenceInput& in : batch) {
-    T += static_cast<int64_t>(in.tokens.size());
-    if (in.tokens.size() > 1 && external_ == nullptr) {
+  for (size_t b = 0; b < batch.size(); ++b) {
+    const SequenceInput& in = batch[b];
+    const int32_t n = static_cast<int32_t>(in.tokens.size());
+    T += n;
+    if (n > 1 && !external_only()) {
       ++S;
-      P += static_cast<int64_t>(in.tokens.size());
-      max_chunk = std::max(max_chunk, static_cast<int32_t>(in.tokens.size()));
+      P += n;
+      max_chunk = std::max(max_chunk, n);
     }
+    if (hybrid_mode_) F += n - HybridKv::NearPart(near_end_[b], in.start_pos, n);
   }
   const int64_t R = static_cast<int64_t>(rows.size());
-  cuda_internal::StepShape s(T, P, S, R, c.num_kv_heads);
+  cuda_internal::StepShape s(T, P, S, R, c.num_kv_heads, F);
   s.max_chunk = max_chunk;
   s.sample = device_sampling;
   const int32_t max_kv_len = BuildMeta(batch, seq_slot, rows, s);
@@ -715,11 +818,11 @@ absl::Status CudaModelRunner::ForwardEager(const std::vector<SequenceInput>& bat
   for (int64_t k = 0; k < R && s.rows_identity; ++k) {
     s.rows_identity = meta_host_[s.off_rows + k] == k;
   }
-  if (external_ == nullptr) {
+  if (!external_only()) {
     s.plan = cuda::PlanPagedDecode(static_cast<int32_t>(s.I), c.group_size(), c.head_dim,
                                    max_kv_len, num_sms_);
   }
-  if (options_.attention_split > 0 && s.I > 0 && external_ == nullptr) {
+  if (options_.attention_split > 0 && s.I > 0 && !external_only()) {
     s.plan.kv_chunk_size = options_.attention_split;
     s.plan.num_splits = (max_kv_len + s.plan.kv_chunk_size - 1) / s.plan.kv_chunk_size;
     s.plan.workspace_o_elems = s.I * s.plan.num_splits * c.group_size() * c.head_dim;
@@ -818,8 +921,11 @@ class CudaModelRunner::CudaStep : public LlamaStepOps {
   }
   absl::Status Attention(int32_t layer, Act qkv_act, Act out) override {
     const float* qkv = buf(qkv_act);
-    if (r_->external_ != nullptr) return r_->ExternalAttention(layer, s_, qkv, buf(out));
-    return DeviceAttention(layer, qkv, buf(out));
+    if (r_->external_only()) return r_->ExternalAttention(layer, s_, qkv, buf(out));
+    if (s_.F > 0) RETURN_IF_ERROR(r_->FarFetch(s_, qkv));
+    RETURN_IF_ERROR(DeviceAttention(layer, qkv, buf(out)));
+    if (s_.F > 0) RETURN_IF_ERROR(r_->FarAttention(layer, s_, buf_, buf(out)));
+    return absl::OkStatus();
   }
   absl::Status SiluMul(Act gate_up, Act out) override {
     cuda::SiluMulParams<float> p;
@@ -900,7 +1006,7 @@ class CudaModelRunner::CudaStep : public LlamaStepOps {
       p.end = meta_ + s_.off_end;
       p.q = buf_.q.as<float>() + P * qd;
       p.o = attn + P * qd;
-      p.lse = buf_.lse.as<float>();
+      p.lse = buf_.lse.as<float>() + P * c_.num_heads;  // [T, heads]: decode rows after P
       p.num_items = static_cast<int32_t>(s_.I);
       p.block_size = bs;
       p.head_dim = hd;
@@ -920,6 +1026,10 @@ class CudaModelRunner::CudaStep : public LlamaStepOps {
       p.block_ids = layer_tables;
       p.row_start = meta_ + s_.off_chunk_start;
       p.pos0 = meta_ + s_.off_chunk_pos;
+      if (s_.F > 0) {  // hybrid: the near part only, and its lse for the merge
+        p.kv_limit = meta_ + s_.off_chunk_limit;
+        p.lse = buf_.lse.as<float>();
+      }
       p.q = buf_.q.as<float>();
       p.q_row_stride = qd;
       p.o = attn;
@@ -998,12 +1108,59 @@ absl::Status CudaModelRunner::ExternalAttention(int32_t layer, const cuda_intern
   return absl::OkStatus();
 }
 
+absl::Status CudaModelRunner::FarFetch(const cuda_internal::StepShape& s, const float* qkv) {
+  const ModelConfig& c = weights_->config;
+  const size_t bytes = s.T * (c.q_dim() + 2 * int64_t{c.kv_dim()}) * sizeof(float);
+  RETURN_IF_ERROR(far_qkv_.Grow(bytes));
+  CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(far_qkv_.as<void>(), qkv, bytes, cudaMemcpyDeviceToHost, stream_));
+  CUDA_RETURN_IF_ERROR(cudaEventRecord(qkv_copied_, stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaModelRunner::FarAttention(int32_t layer, const cuda_internal::StepShape& s,
+                                           cuda_internal::StepBuffers& buf, float* attn) {
+  const ModelConfig& c = weights_->config;
+  const int64_t qkv_dim = c.q_dim() + 2 * int64_t{c.kv_dim()}, qd = c.q_dim();
+  const int64_t F = s.F, H = c.num_heads;
+  const size_t row_bytes = qkv_dim * sizeof(float);
+  const size_t res_bytes = F * (qd + H) * sizeof(float);
+  RETURN_IF_ERROR(far_in_.Grow(F * row_bytes));
+  RETURN_IF_ERROR(far_res_.Grow(res_bytes));
+  RETURN_IF_ERROR(far_dev_.Grow(res_bytes));
+  // The device attends over the near part meanwhile (queued after the copy).
+  CUDA_RETURN_IF_ERROR(cudaEventSynchronize(qkv_copied_));
+  const char* rows = far_qkv_.as<char>();
+  for (int64_t k = 0; k < F; ++k) {
+    std::memcpy(far_in_.as<char>() + k * row_bytes, rows + far_rows_[k] * row_bytes, row_bytes);
+  }
+  float* out = far_res_.as<float>();
+  RETURN_IF_ERROR(external_->Attend(layer, far_in_.as<float>(), qkv_dim, out, out + F * qd));
+  // far_res_ is read asynchronously: the next layer rewrites it only after its own
+  // cudaEventSynchronize, which comes after this copy in stream order.
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(far_dev_.as<void>(), out, res_bytes,
+                                       cudaMemcpyHostToDevice, stream_));
+  cuda::MergeFarRowsParams p;
+  p.o = attn;
+  p.o_row_stride = qd;
+  p.lse = buf.lse.as<float>();
+  p.far_o = far_dev_.as<float>();
+  p.far_lse = far_dev_.as<float>() + F * qd;
+  p.rows = buf.meta.as<int32_t>() + s.off_far_rows;
+  p.F = static_cast<int32_t>(F);
+  p.heads = static_cast<int32_t>(H);
+  p.head_dim = c.head_dim;
+  CUDA_RETURN_IF_ERROR(cuda::InvokeMergeFarRows(p, stream_));
+  stats_.hybrid_far_rows += layer == 0 ? F : 0;
+  return absl::OkStatus();
+}
+
 absl::Status CudaModelRunner::EnqueueStep(const cuda_internal::StepShape& s,
                                           const cuda_internal::GemmSet& gemm,
                                           cuda_internal::StepBuffers& buf) {
   const ModelConfig& c = weights_->config;
-  if (external_ == nullptr) {
-    // KV-append slots of every layer from the mirror (-1 for padding rows).
+  if (!external_only()) {
+    // KV-append slots of every layer from the mirror (-1 for padding and far rows).
     cuda::KvSlotsParams p;
     p.tables = tables_.as<int32_t>();
     p.row_slot = buf.meta.as<int32_t>() + s.off_row_slot;

@@ -46,6 +46,7 @@
 #include <vector>
 
 #include "attention/attention_executor.h"
+#include "attention/hybrid_kv.h"
 #include "common/status.h"
 #include "kvcache/kv_cache.h"
 #include "kvcache/kv_capacity.h"
@@ -89,6 +90,9 @@ struct CudaRunnerStats {
   double replay_gpu_ms = 0.0;
   double replay_forward_ms = 0.0;
   int64_t timed_replays = 0;
+  // Hybrid executor: step rows whose attention also read a far (host) part, and of those the
+  // rows stored there.
+  int64_t hybrid_far_rows = 0;
 };
 
 namespace cuda_internal {
@@ -161,6 +165,16 @@ class CudaModelRunner : public StepRunner {
   static absl::StatusOr<std::unique_ptr<CudaModelRunner>> Create(
       const ModelWeights* weights, const CudaModelRunnerOptions& options,
       AttentionExecutor* attention);
+  // The hybrid executor (DistAttention across GPU and host memory, attention/hybrid_kv.h): the
+  // device KV pool as above holds each sequence's first tokens while the placement lets it, and
+  // `far` (attention workers in host memory; must outlive the runner) the rest of it. Per layer
+  // the device attends over the near part (kernels capped at near_end) while the host attends
+  // over the far part of the rows that have one; the two are merged by lse on the device. Steps
+  // whose sequences are all near run as in the device-pool mode, CUDA graphs included; prefix
+  // caching is off.
+  static absl::StatusOr<std::unique_ptr<CudaModelRunner>> CreateHybrid(
+      const ModelWeights* weights, const CudaModelRunnerOptions& options, AttentionExecutor* far,
+      const HybridPlacementOptions& placement);
   ~CudaModelRunner();
   CudaModelRunner(const CudaModelRunner&) = delete;
   CudaModelRunner& operator=(const CudaModelRunner&) = delete;
@@ -179,8 +193,11 @@ class CudaModelRunner : public StepRunner {
   KvCache& cache() { return *cache_; }
   const ModelConfig& config() const override { return weights_->config; }
   KvCapacity* kv() override {
+    if (hybrid_ != nullptr) return hybrid_.get();
     return external_ != nullptr ? static_cast<KvCapacity*>(external_) : capacity_.get();
   }
+  // The hybrid executor's placement; null in the other modes.
+  const HybridKv* hybrid() const { return hybrid_.get(); }
   bool samples_on_device() const override { return true; }
   const CudaRunnerStats& stats() const { return stats_; }
 
@@ -216,13 +233,25 @@ class CudaModelRunner : public StepRunner {
   class CudaStep;  // the forward's ops (llama_forward.h) for one step's device work
 
   CudaModelRunner(const ModelWeights* weights, const CudaModelRunnerOptions& options,
-                  AttentionExecutor* external);
+                  AttentionExecutor* external, bool hybrid);
+  // All attention through external_ (no device pool).
+  bool external_only() const { return external_ != nullptr && !hybrid_mode_; }
   absl::Status Init();
   absl::Status InitKvPool();
   // Attention of layer `layer` through the external executor: qkv to the host, Attend, the
   // output back to the device (synchronizes the stream).
   absl::Status ExternalAttention(int32_t layer, const cuda_internal::StepShape& s,
                                  const float* qkv, float* out);
+  // Hybrid: after QKV, queues the copy of the step's q | k | v rows to the host (before the
+  // device attention, which it overlaps).
+  absl::Status FarFetch(const cuda_internal::StepShape& s, const float* qkv);
+  // Hybrid: the far part of the step's far rows on the host, merged into the device's near
+  // result `attn` (lse: the near part's [T, heads]) on the device.
+  absl::Status FarAttention(int32_t layer, const cuda_internal::StepShape& s,
+                            cuda_internal::StepBuffers& buf, float* attn);
+  // Hybrid: checks the batch, grows each sequence (near and far parts) and begins the far
+  // executor's step over the far rows, in device row order.
+  absl::Status BeginHybridStep(const std::vector<SequenceInput>& batch);
   void DropSlot(int64_t seq_id);
   // Gives every sequence of the batch a slot and queues the block ids its tables gained since
   // the last upload into pairs_host_ (device index, block id). ResourceExhausted when more
@@ -266,6 +295,17 @@ class CudaModelRunner : public StepRunner {
   const ModelWeights* weights_;
   CudaModelRunnerOptions options_;
   AttentionExecutor* external_ = nullptr;  // attention in host memory; null: the device pool
+  // Hybrid: the device pool is the near part, external_ the far one, hybrid_ the placement.
+  bool hybrid_mode_ = false;
+  std::unique_ptr<HybridKv> hybrid_;
+  HybridPlacementOptions placement_;
+  std::vector<int32_t> near_end_;          // per batch entry of the step (kAllNear: no far part)
+  std::vector<int32_t> far_rows_;          // device rows with a far part, ascending
+  cuda_internal::PinnedBuffer far_qkv_;    // [T, qkv] the step's rows on the host
+  cuda_internal::PinnedBuffer far_in_;     // [F, qkv] the far rows, gathered
+  cuda_internal::PinnedBuffer far_res_;    // [F, q_dim] out | [F, heads] lse
+  cuda_internal::DeviceBuffer far_dev_;    // the same on the device
+  cudaEvent_t qkv_copied_ = nullptr;
   cuda_internal::PinnedBuffer host_qkv_, host_attn_;  // external attention's staging
   std::unique_ptr<KvCache> cache_;
   std::unique_ptr<SlotCapacity> capacity_;

@@ -416,6 +416,73 @@ TEST(CudaModelRunner, EngineOnCudaRunner) {
   ExpectEngineIsStepwiseArgmax(&gpu, prompt);
 }
 
+// Top-1 agreement of a runner under teacher forcing (the test sequences in the mixed chunk
+// schedule of kChunks) with the CPU fp32 runner and the device-pool CUDA runner, fed the same
+// batches; sequences are created through got->kv()->Grow.
+struct Agreement {
+  int64_t positions = 0, agree_cpu = 0, agree_dev = 0;
+  double max_abs_diff = 0.0;  // logits against the CPU fp32 runner
+  double pct_cpu() const { return 100.0 * agree_cpu / std::max<int64_t>(positions, 1); }
+  double pct_dev() const { return 100.0 * agree_dev / std::max<int64_t>(positions, 1); }
+};
+
+Agreement TeacherForce(CudaModelRunner* got_runner, ModelRunner* cpu, KvCache* cpu_cache,
+                       CudaModelRunner* dev, const std::vector<std::vector<int32_t>>& seqs) {
+  Agreement a;
+  const int32_t V = got_runner->config().vocab_size;
+  for (int s = 0; s < kSeqs; ++s) {
+    EXPECT_TRUE(cpu_cache->Create(100 + s).ok());
+    EXPECT_TRUE(dev->cache().Create(100 + s).ok());
+    EXPECT_TRUE(got_runner->kv()->Grow(100 + s, 0).ok());
+  }
+  std::vector<int> done(kSeqs, 0), chunk_index(kSeqs, 0);
+  while (true) {
+    std::vector<SequenceInput> batch;
+    for (int s = 0; s < kSeqs; ++s) {
+      if (done[s] >= kSeqLen) continue;
+      const int n = std::min(kChunks[(chunk_index[s]++ + s) % std::size(kChunks)],
+                             kSeqLen - done[s]);
+      SequenceInput in;
+      in.seq_id = 100 + s;
+      in.tokens.assign(seqs[s].begin() + done[s], seqs[s].begin() + done[s] + n);
+      in.start_pos = done[s];
+      in.all_logits = true;
+      done[s] += n;
+      absl::Status grown = got_runner->kv()->Grow(in.seq_id, n);
+      EXPECT_TRUE(grown.ok()) << grown;
+      if (!grown.ok()) return a;
+      batch.push_back(std::move(in));
+    }
+    if (batch.empty()) break;
+    auto ref = cpu->Forward(batch);
+    auto d = dev->Forward(batch);
+    auto got = got_runner->Forward(batch);
+    EXPECT_TRUE(ref.ok() && d.ok() && got.ok())
+        << ref.status() << " " << d.status() << " " << got.status();
+    if (!ref.ok() || !d.ok() || !got.ok()) return a;
+    EXPECT_EQ(got->logits.size(), ref->logits.size());
+    EXPECT_EQ(got->first_row, ref->first_row);
+    const int64_t rows = static_cast<int64_t>(ref->logits.size()) / V;
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* g = got->row(static_cast<int32_t>(r));
+      const int32_t ig = Argmax(g, V);
+      a.agree_cpu += ig == Argmax(ref->row(static_cast<int32_t>(r)), V);
+      a.agree_dev += ig == Argmax(d->row(static_cast<int32_t>(r)), V);
+      ++a.positions;
+      for (int v = 0; v < V; ++v) {
+        EXPECT_TRUE(std::isfinite(g[v]));
+        a.max_abs_diff =
+            std::max(a.max_abs_diff, static_cast<double>(std::fabs(g[v] - ref->row(r)[v])));
+      }
+    }
+  }
+  for (int s = 0; s < kSeqs; ++s) {
+    cpu_cache->Free(100 + s);
+    dev->kv()->Release(100 + s);
+  }
+  return a;
+}
+
 // The dense layers on the device, attention over a host KvCache through the AttentionExecutor
 // seam (the path a CUDA decoder takes to attention workers): under teacher forcing it agrees
 // with the CPU fp32 runner as the device-pool runner does, its engine output is the
@@ -443,60 +510,14 @@ TEST(CudaModelRunner, ExternalHostAttention) {
   auto dev_or = CudaModelRunner::Create(m.weights.get(), opt);
   ASSERT_TRUE(dev_or.ok()) << dev_or.status();
   CudaModelRunner& dev = **dev_or;
-  for (int s = 0; s < kSeqs; ++s) {
-    ASSERT_TRUE(cpu_cache.Create(100 + s).ok());
-    ASSERT_TRUE(dev.cache().Create(100 + s).ok());
-    ASSERT_TRUE(ext.kv()->Grow(100 + s, 0).ok());
-  }
-  std::vector<int> done(kSeqs, 0), chunk_index(kSeqs, 0);
-  int64_t positions = 0, agree_cpu = 0, agree_dev = 0;
-  double max_abs_diff = 0.0;
-  while (true) {
-    std::vector<SequenceInput> batch;
-    for (int s = 0; s < kSeqs; ++s) {
-      if (done[s] >= kSeqLen) continue;
-      const int n = std::min(kChunks[(chunk_index[s]++ + s) % std::size(kChunks)],
-                             kSeqLen - done[s]);
-      SequenceInput in;
-      in.seq_id = 100 + s;
-      in.tokens.assign(seqs[s].begin() + done[s], seqs[s].begin() + done[s] + n);
-      in.start_pos = done[s];
-      in.all_logits = true;
-      done[s] += n;
-      ASSERT_TRUE(ext.kv()->Grow(in.seq_id, n).ok());
-      batch.push_back(std::move(in));
-    }
-    if (batch.empty()) break;
-    auto ref = cpu.Forward(batch);
-    ASSERT_TRUE(ref.ok()) << ref.status();
-    auto d = dev.Forward(batch);
-    ASSERT_TRUE(d.ok()) << d.status();
-    auto got = ext.Forward(batch);
-    ASSERT_TRUE(got.ok()) << got.status();
-    ASSERT_EQ(got->logits.size(), ref->logits.size());
-    ASSERT_EQ(got->first_row, ref->first_row);
-    const int64_t rows = static_cast<int64_t>(ref->logits.size()) / V;
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* g = got->row(static_cast<int32_t>(r));
-      const int32_t ig = Argmax(g, V);
-      agree_cpu += ig == Argmax(ref->row(static_cast<int32_t>(r)), V);
-      agree_dev += ig == Argmax(d->row(static_cast<int32_t>(r)), V);
-      ++positions;
-      for (int v = 0; v < V; ++v) {
-        ASSERT_TRUE(std::isfinite(g[v]));
-        max_abs_diff = std::max(max_abs_diff,
-                                static_cast<double>(std::fabs(g[v] - ref->row(r)[v])));
-      }
-    }
-  }
-  const double pct_cpu = 100.0 * agree_cpu / positions, pct_dev = 100.0 * agree_dev / positions;
+  const Agreement a = TeacherForce(&ext, &cpu, &cpu_cache, &dev, seqs);
   std::printf(
       "stories260K CUDA dense + host fp32 attention: %lld positions, top-1 agreement %.2f%% with "
       "CPU fp32 (logits max abs diff %.4g), %.2f%% with the device-pool CUDA runner\n",
-      static_cast<long long>(positions), pct_cpu, max_abs_diff, pct_dev);
-  EXPECT_EQ(positions, int64_t{kSeqs} * kSeqLen);
-  EXPECT_GE(pct_cpu, 99.0);
-  EXPECT_GE(pct_dev, 99.0);
+      static_cast<long long>(a.positions), a.pct_cpu(), a.max_abs_diff, a.pct_dev());
+  EXPECT_EQ(a.positions, int64_t{kSeqs} * kSeqLen);
+  EXPECT_GE(a.pct_cpu(), 99.0);
+  EXPECT_GE(a.pct_dev(), 99.0);
   for (int s = 0; s < kSeqs; ++s) {
     EXPECT_EQ(host_cache.Length(100 + s), kSeqLen);
     ext.kv()->Release(100 + s);
@@ -512,6 +533,120 @@ TEST(CudaModelRunner, ExternalHostAttention) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ext.Forward({{42, {V}, 0, true, false}}).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// The hybrid executor: each sequence's first tokens in the device pool, the rest in a host
+// KvCache (bf16 rows, as the device pool's), merged by lse on the device. With a 40-token cap
+// per sequence (segments forced onto the host; prefill chunks straddle the split) and with a
+// device pool too small for the four sequences (they spill where the pool runs out), teacher
+// forcing agrees with the CPU fp32 runner and the device-pool runner, greedy decoding picks the
+// device pool's tokens wherever they are not near-ties, and every block of both pools comes back.
+TEST(CudaModelRunner, HybridNearAndFarAttention) {
+  if (!HaveGpu()) GTEST_SKIP() << "no CUDA device";
+  testing::TestModel m = testing::LoadStories260K();
+  ASSERT_NE(m.weights, nullptr);
+  const ModelConfig& c = m.weights->config;
+  const std::vector<std::vector<int32_t>> seqs = TestSequences(*m.tokenizer);
+  ASSERT_EQ(static_cast<int>(seqs.size()), kSeqs);
+  CpuBackend backend(2);
+  KvCache cpu_cache(CpuCacheConfig(c));
+  KvCache host_cache(KvCacheConfigFor(c, 16, 4096, /*host_storage=*/true, KvDType::kBF16));
+  ModelRunner cpu(m.weights.get(), &backend, &cpu_cache);
+  LocalAttention far(&host_cache, &backend,
+                     {c.num_heads, c.num_kv_heads, c.head_dim, c.num_layers});
+  CudaModelRunnerOptions opt;
+  opt.num_blocks = 4096;
+  auto dev_or = CudaModelRunner::Create(m.weights.get(), opt);
+  ASSERT_TRUE(dev_or.ok()) << dev_or.status();
+  CudaModelRunner& dev = **dev_or;
+  const int64_t tables = int64_t{c.num_layers} * c.num_kv_heads;
+
+  for (const bool capped : {true, false}) {
+    SCOPED_TRACE(capped ? "40-token cap per sequence" : "a device pool of 10 blocks per table");
+    HybridPlacementOptions hp;
+    hp.sink_tokens = 16;
+    CudaModelRunnerOptions o = opt;
+    if (capped) {
+      hp.max_near_tokens = 40;
+    } else {
+      o.num_blocks = static_cast<int32_t>(tables * 10);  // 160 tokens for all four sequences
+      hp.reserve_blocks = tables;                        // one block per table kept for sinks
+    }
+    auto hyb_or = CudaModelRunner::CreateHybrid(m.weights.get(), o, &far, hp);
+    ASSERT_TRUE(hyb_or.ok()) << hyb_or.status();
+    CudaModelRunner& hyb = **hyb_or;
+    ASSERT_NE(hyb.hybrid(), nullptr);
+    const Agreement a = TeacherForce(&hyb, &cpu, &cpu_cache, &dev, seqs);
+    int64_t near_tokens = 0;
+    for (int s = 0; s < kSeqs; ++s) {
+      const int32_t near = hyb.cache().Length(100 + s);
+      near_tokens += near;
+      EXPECT_GE(near, 16);
+      if (capped) {
+        EXPECT_EQ(near, 40);
+      }
+      EXPECT_EQ(hyb.hybrid()->NearEnd(100 + s), near);
+      EXPECT_EQ(host_cache.Length(100 + s), kSeqLen - near);
+    }
+    std::printf(
+        "stories260K hybrid (%s): %lld positions, %lld of %d tokens on the GPU, %lld far rows; "
+        "top-1 agreement %.2f%% with CPU fp32 (logits max abs diff %.4g), %.2f%% with the "
+        "device-pool CUDA runner\n",
+        capped ? "cap 40" : "pool 160 tokens", static_cast<long long>(a.positions),
+        static_cast<long long>(near_tokens), kSeqs * kSeqLen,
+        static_cast<long long>(hyb.stats().hybrid_far_rows), a.pct_cpu(), a.max_abs_diff,
+        a.pct_dev());
+    EXPECT_EQ(a.positions, int64_t{kSeqs} * kSeqLen);
+    EXPECT_GE(a.pct_cpu(), 99.0);
+    EXPECT_GE(a.pct_dev(), 99.5);
+    EXPECT_GT(hyb.stats().hybrid_far_rows, 0);
+    for (int s = 0; s < kSeqs; ++s) hyb.kv()->Release(100 + s);
+    EXPECT_EQ(hyb.kv()->Usage().blocks_used, 0);
+    EXPECT_EQ(host_cache.pool().num_free(), host_cache.pool().num_blocks());
+
+    // Greedy decoding along the device-pool runner's own path (both fed its argmax), spilling
+    // to the host mid-decode: the hybrid's argmax is the device pool's at every step that is not
+    // a near-tie there (top-2 margin < 0.1), and its logits stay close.
+    {
+      const std::vector<int32_t> prompt(seqs[2].begin(), seqs[2].begin() + 30);
+      const int32_t V = c.vocab_size;
+      ASSERT_TRUE(dev.cache().Create(600).ok());
+      ASSERT_TRUE(hyb.kv()->Grow(600, 30).ok());
+      SequenceInput in{600, prompt, 0, true, false};
+      int mismatches = 0, near_ties = 0;
+      double max_diff = 0.0;
+      for (int i = 0; i < 150; ++i) {
+        auto d = dev.Forward({in});
+        auto h = hyb.Forward({in});
+        ASSERT_TRUE(d.ok() && h.ok()) << d.status() << " " << h.status();
+        const float* dr = d->row(d->first_row[0]);
+        const float* hr = h->row(h->first_row[0]);
+        const int32_t want = Argmax(dr, V);
+        float second = -INFINITY;
+        for (int v = 0; v < V; ++v) {
+          if (v != want) second = std::max(second, dr[v]);
+          max_diff = std::max(max_diff, static_cast<double>(std::fabs(dr[v] - hr[v])));
+        }
+        if (Argmax(hr, V) != want) {
+          ++(dr[want] - second < 0.1f ? near_ties : mismatches);
+        }
+        in.start_pos += static_cast<int32_t>(in.tokens.size());
+        in.tokens = {want};
+        ASSERT_TRUE(hyb.kv()->Grow(600, 1).ok());
+      }
+      std::printf("  greedy path, 150 steps: %d argmax differences at near-ties, %d elsewhere, "
+                  "logits max abs diff %.4g against the device pool; GPU part %d tokens\n",
+                  near_ties, mismatches, max_diff, hyb.cache().Length(600));
+      EXPECT_EQ(mismatches, 0);
+      EXPECT_LT(max_diff, 0.25);
+      EXPECT_LT(hyb.cache().Length(600), 180);  // it spilled
+      dev.kv()->Release(600);
+      hyb.kv()->Release(600);
+    }
+    ExpectEngineIsStepwiseArgmax(&hyb,
+                                 std::vector<int32_t>(seqs[2].begin(), seqs[2].begin() + 30));
+    EXPECT_EQ(host_cache.pool().num_free(), host_cache.pool().num_blocks());
+  }
 }
 
 // The device mirror of the page tables: at most max_seqs sequences hold KV; a released slot is

@@ -30,6 +30,27 @@ __global__ void KvSlotsKernel(KvSlotsParams p) {
   }
 }
 
+__global__ void MergeFarRowsKernel(MergeFarRowsParams p) {
+  const int64_t width = int64_t{p.heads} * p.head_dim;
+  const int64_t total = p.F * width;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t k = i / width, e = i % width;
+    const int32_t h = static_cast<int32_t>(e / p.head_dim);
+    const int64_t row = p.rows[k];
+    const float a = p.lse[row * p.heads + h], b = p.far_lse[k * p.heads + h];
+    const float m = fmaxf(a, b);
+    float* o = p.o + row * p.o_row_stride + e;
+    if (m == -INFINITY) {
+      *o = 0.0f;
+      continue;
+    }
+    const float wa = a == -INFINITY ? 0.0f : __expf(a - m);
+    const float wb = b == -INFINITY ? 0.0f : __expf(b - m);
+    *o = (wa * *o + wb * p.far_o[k * width + e]) / (wa + wb);
+  }
+}
+
 unsigned GridFor(int64_t n, int threads) {
   const int64_t blocks = (n + threads - 1) / threads;
   return static_cast<unsigned>(blocks < 65536 ? blocks : 65536);
@@ -52,6 +73,19 @@ cudaError_t InvokeKvSlots(const KvSlotsParams& p, cudaStream_t stream) {
   const int64_t total = int64_t{p.num_layers} * p.T * p.num_kv_heads;
   if (total == 0) return cudaSuccess;
   KvSlotsKernel<<<GridFor(total, 256), 256, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+cudaError_t InvokeMergeFarRows(const MergeFarRowsParams& p, cudaStream_t stream) {
+  if (p.F < 0 || p.heads < 1 || p.head_dim < 1) return cudaErrorInvalidValue;
+  if (p.F == 0) return cudaSuccess;
+  if (p.o == nullptr || p.lse == nullptr || p.far_o == nullptr || p.far_lse == nullptr ||
+      p.rows == nullptr || p.o_row_stride < int64_t{p.heads} * p.head_dim) {
+    return cudaErrorInvalidValue;
+  }
+  constexpr int kThreads = 256;
+  MergeFarRowsKernel<<<GridFor(p.F * int64_t{p.heads} * p.head_dim, kThreads), kThreads, 0,
+                       stream>>>(p);
   return cudaGetLastError();
 }
 

@@ -25,4 +25,19 @@ struct KvSlotsParams {
 };
 cudaError_t InvokeKvSlots(const KvSlotsParams& p, cudaStream_t stream);
 
+// The hybrid executor's merge: row rows[k] of o (attention over the part of its history on the
+// GPU, natural-log lse) and far row k (the rest, from the host) become attention over both:
+//   m = max(a, b), o = (e^{a-m} o_near + e^{b-m} o_far) / (e^{a-m} + e^{b-m}), in place;
+// a part with lse = -inf counts for nothing (both: 0).
+struct MergeFarRowsParams {
+  float* o = nullptr;              // [T, o_row_stride], heads * head_dim used
+  int64_t o_row_stride = 0;
+  const float* lse = nullptr;      // [T, heads]
+  const float* far_o = nullptr;    // [F, heads * head_dim]
+  const float* far_lse = nullptr;  // [F, heads]
+  const int32_t* rows = nullptr;   // [F] row of o of each far row
+  int32_t F = 0, heads = 0, head_dim = 0;
+};
+cudaError_t InvokeMergeFarRows(const MergeFarRowsParams& p, cudaStream_t stream);
+
 }  // namespace kvasir::cuda
