@@ -5,5 +5,8 @@
 namespace kvasir {
 
 int BenchKvMain(int argc, char** argv);
+// `kvasir bench-hybrid` (bench_hybrid.cc, CUDA builds): decode TPOT with the KV on the GPU, on
+// the host and split by the hybrid executor, by context and batch.
+int BenchHybrid(int argc, char** argv);
 
 }  // namespace kvasir

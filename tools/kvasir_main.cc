@@ -522,6 +522,7 @@ void PrintUsage() {
       "  bench-engine  engine throughput table on dummy weights\n"
       "  bench-offline offline throughput: N requests queued at once through the engine\n"
       "  bench-kv      KV eviction (kv_policy) quality vs memory on a retrieval eval set\n"
+      "  bench-hybrid  CUDA decode TPOT with KV on the GPU, on the host, and split (hybrid)\n"
       "  logits        print the logits of every prompt position (--ids) as JSON\n"
       "  bench serve   load-test an OpenAI-compatible server (vLLM-compatible flags)\n"
       "run `kvasir COMMAND --help` for a command's flags\n",
@@ -543,6 +544,9 @@ int main(int argc, char** argv) {
   if (cmd == "bench-engine") return kvasir::BenchEngine(argc, argv);
   if (cmd == "bench-offline") return kvasir::BenchOfflineMain(argc, argv);
   if (cmd == "bench-kv") return kvasir::BenchKvMain(argc, argv);
+#ifdef KVASIR_WITH_CUDA_RUNNER
+  if (cmd == "bench-hybrid") return kvasir::BenchHybrid(argc, argv);
+#endif
   if (cmd == "logits") return kvasir::Logits(argc, argv);
   if (cmd == "serve") return kvasir::ServeMain(argc, argv);
   if (cmd == "cluster") return kvasir::RunCluster(argc, argv);

@@ -244,6 +244,7 @@ void Report(const char* name, const Worst& f32, const Worst& bf16) {
 // The hybrid executor's near part: rows see at most kv_limit tokens of their table, whether the
 // limit lies before the chunk (every row capped), inside it, or past it (plain causal).
 TEST(PagedPrefill, KvLimitCapsEveryRow) {
+  KVASIR_SKIP_WITHOUT_GPU();
   std::mt19937 rng(FreshSeed());
   Worst f32, bf16;
   for (int32_t d : {8, 64, 128}) {

@@ -81,6 +81,8 @@ class HybridKv : public KvCapacity {
   static int32_t NearPart(int32_t near_end, int32_t start, int32_t n);
 
   const HybridPlacement& placement() const { return placement_; }
+  // For sequences placed from now on (benchmarks); sequences already split keep their split.
+  void set_placement(HybridPlacementOptions o) { placement_ = HybridPlacement(o); }
 
  private:
   struct Seq {

@@ -346,6 +346,13 @@ absl::Status CudaModelRunner::InitKvPool() {
   return absl::OkStatus();
 }
 
+absl::Status CudaModelRunner::ZeroKvPool() {
+  for (cuda_internal::DeviceBuffer* b : {&k_pool_, &v_pool_}) {
+    if (b->bytes() > 0) CUDA_RETURN_IF_ERROR(cudaMemset(b->as<void>(), 0, b->bytes()));
+  }
+  return absl::OkStatus();
+}
+
 void CudaModelRunner::DropSlot(int64_t seq_id) {
   auto it = slot_of_.find(seq_id);
   if (it == slot_of_.end()) return;

@@ -198,6 +198,10 @@ class CudaModelRunner : public StepRunner {
   }
   // The hybrid executor's placement; null in the other modes.
   const HybridKv* hybrid() const { return hybrid_.get(); }
+  HybridKv* mutable_hybrid() { return hybrid_.get(); }
+  // Zeroes the device KV pool (benchmarks that record KV with cache().Advance instead of
+  // computing it); a no-op without one.
+  absl::Status ZeroKvPool();
   bool samples_on_device() const override { return true; }
   const CudaRunnerStats& stats() const { return stats_; }
 
