@@ -144,6 +144,13 @@ TEST(ClusterOptions, DeviceGoesToTheDecodersOnly) {
   EXPECT_THAT(c[2].argv,
               ElementsAre("/proc/self/exe", "decoder", "--host", "127.0.0.1", "--grpc-port", "5001",
                           "--router", "127.0.0.1:5002", "--decoder-id", "0", "--device", "cuda"));
+  // The hybrid executor's GPU share goes to the decoders as given.
+  auto h = Parse({"--decoders", "1", "--attention", "1", "--device", "cuda", "--decoder-kv-memory",
+                  "0.5"});
+  ASSERT_TRUE(h.ok()) << h.status();
+  std::vector<ChildSpec> hc = BuildChildCommands(*h, {{5000}, {5001}, 8000, 5002});
+  EXPECT_THAT(hc[2].argv, ::testing::IsSupersetOf({"--decoder-kv-memory", "0.5"}));
+  EXPECT_THAT(hc[0].argv, ::testing::Not(::testing::Contains("--decoder-kv-memory")));
 }
 
 TEST(ClusterOptions, WildcardHostIsReachedOverLoopback) {
@@ -185,6 +192,9 @@ TEST(ClusterOptions, BadFlagsAreInvalidArgumentsNamingTheFlag) {
       {{"--decoders", "1", "--attention", "1", "--bogus", "1"}, "unknown flag --bogus"},
       {{"--decoders", "1", "--attention", "1", "--device", "tpu"}, "--device must be cpu or cuda"},
       {{"--decoders", "1", "--attention", "1", "--kv-cache-dtype", "fp8"}, "unknown KV cache dtype"},
+      {{"--decoders", "1", "--attention", "1", "--decoder-kv-memory", "64"}, "with --device cuda"},
+      {{"--decoders", "1", "--attention", "1", "--device", "cuda", "--decoder-kv-memory", "-1"},
+       "--decoder-kv-memory takes MiB"},
   };
   for (const auto& [args, needle] : cases) {
     auto o = Parse(args);

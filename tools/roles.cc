@@ -146,8 +146,20 @@ absl::StatusOr<transport::GrpcAuth> ClusterAuthFromArgs(const Args& a) {
 
 // The OpenAI HTTP server and the gRPC Completion service (plus `extra` gRPC services) over
 // `engine`, until SIGINT/SIGTERM. Prints the HTTP port, then the gRPC port when it serves one.
+// A --kv-policy default that compresses needs KV that honours it (a local host pool).
+absl::Status CheckKvPolicyDefault(const Args& a, bool kv_policies) {
+  ASSIGN_OR_RETURN(std::optional<KvPolicy> p, KvPolicyFromArgs(a));
+  if (!p || p->kind == KvPolicyKind::kFull || kv_policies) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--kv-policy ", std::string(KvPolicyName(p->kind)),
+      " needs the KV in this process's own host pool (kvasir serve on the CPU without "
+      "--attention-shards); here every request would be refused"));
+}
+
+// kv_policies: whether the engine's KV honours a compressing kv_policy (only a local pool of
+// this process does); a --kv-policy default that it does not is refused at start-up.
 int RunFrontEnd(const Args& a, const LocalModel& m, EngineHandle* engine, int grpc_port,
-                std::vector<grpc::Service*> extra, SignalWaiter& signals,
+                bool kv_policies, std::vector<grpc::Service*> extra, SignalWaiter& signals,
                 const std::function<void()>& before_stop, KvManager* kv_manager = nullptr,
                 std::function<std::string()> decoders_down = nullptr) {
   KVASIR_ASSIGN_OR_FAIL(port, PortFlag(a, "port", 8000, 0));
@@ -159,6 +171,7 @@ int RunFrontEnd(const Args& a, const LocalModel& m, EngineHandle* engine, int gr
   auto tc = ReadFileToString((std::filesystem::path(m.model_dir) / "tokenizer_config.json").string());
   sc.chat_format = api::DetectChatFormat(tc.ok() ? *tc : "");
   KVASIR_ASSIGN_OR_FAIL(default_kv_policy, KvPolicyFromArgs(a));
+  if (absl::Status st = CheckKvPolicyDefault(a, kv_policies); !st.ok()) return Fail(st);
   sc.default_kv_policy = default_kv_policy;
   if (kv_manager != nullptr) {
     sc.extra_metrics = [kv_manager, name = sc.model_name] { return kv_manager->RenderMetrics(name); };
@@ -317,7 +330,8 @@ int ServeMain(int argc, char** argv) {
     Engine engine(gm->runner.get(), ec);
     SignalWaiter signals;
     engine.Start();
-    return RunFrontEnd(a, *gm, &engine, grpc_port, {}, signals, [&] { engine.Stop(); });
+    return RunFrontEnd(a, *gm, &engine, grpc_port, gm->runner->kv()->SupportsKvPolicies(), {},
+                       signals, [&] { engine.Stop(); });
   }
   eo.local_kv = false;
   KVASIR_ASSIGN_OR_FAIL(m, CreateLocalModel(eo));
@@ -351,7 +365,7 @@ int ServeMain(int argc, char** argv) {
               shards);
   SignalWaiter signals;
   engine.Start();
-  return RunFrontEnd(a, *m, &engine, grpc_port, {}, signals, [&] { engine.Stop(); },
+  return RunFrontEnd(a, *m, &engine, grpc_port, false, {}, signals, [&] { engine.Stop(); },
                      &directory);
 }
 
@@ -374,6 +388,8 @@ int RouterMain(int argc, char** argv) {
   bool help = false;
   KVASIR_ASSIGN_OR_FAIL(a, ParseOrHelp(argc, argv, "router", specs, &help));
   if (help) return 0;
+  // The cluster's attention workers keep every token (no kv_policy eviction there yet).
+  if (absl::Status st = CheckKvPolicyDefault(a, false); !st.ok()) return Fail(st);
   KVASIR_ASSIGN_OR_FAIL(eo, EngineOptionsFromArgs(a));
   KVASIR_ASSIGN_OR_FAIL(grpc_port, PortFlag(a, "grpc-port", 0, 0));
   KVASIR_ASSIGN_OR_FAIL(decoders, AddressList(a, "decoders"));
@@ -397,7 +413,7 @@ int RouterMain(int argc, char** argv) {
                                    static_cast<int>(migration_limit));
   SignalWaiter signals;
   remote.Start();
-  return RunFrontEnd(a, *m, &remote, grpc_port, {directory.service()}, signals,
+  return RunFrontEnd(a, *m, &remote, grpc_port, false, {directory.service()}, signals,
                      [&] { remote.Stop(); }, directory.manager(),
                      [&] { return remote.Unreachable(); });
 }

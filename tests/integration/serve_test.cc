@@ -330,6 +330,12 @@ TEST(Serve, KvPolicyFieldsAndUsage) {
   EXPECT_NE(bad["error"]["message"].get<std::string>().find("not supported"), std::string::npos);
   EXPECT_EQ(Post(sharded, "/v1/completions", body(R"("kv_policy": "full",)"), &status)["choices"][0]["text"],
             full["choices"][0]["text"]);
+  // ... and a server whose default would be refused for every request does not start.
+  auto refused = testing::RunProcess({testing::BinaryPath("kvasir"), "serve", "--model",
+                                      testing::Stories260KDir(), "--attention-shards", "1",
+                                      "--kv-policy", "taskkv", "--port", "0"});
+  EXPECT_EQ(refused.exit_code, 2) << refused.err;
+  EXPECT_NE(refused.err.find("--kv-policy taskkv needs the KV"), std::string::npos) << refused.err;
   // Without a policy, the default server's answer equals the plain one.
   Server plain;
   json p = Post(plain, "/v1/completions", body(""), &status);
