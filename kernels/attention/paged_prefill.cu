@@ -303,7 +303,8 @@ __global__ void __launch_bounds__(kThreads, 2)
     if (r >= tile_rows) continue;
     const int64_t row = row_begin + r0 + r;
     const int32_t hq = hq0 + h;
-    const float inv = 1.0f / li;
+    // A row that saw nothing (kv_limit 0) gets o = 0 and lse = -inf, as an empty decode range.
+    const float inv = li > 0.0f ? 1.0f / li : 0.0f;
     float* out = p.o + row * tiling.o_row_stride + int64_t{hq} * kHeadDim + tx * kVd;
 #pragma unroll
     for (int c = 0; c < kCd; ++c) {
@@ -315,7 +316,8 @@ __global__ void __launch_bounds__(kThreads, 2)
       }
     }
     if (p.lse != nullptr && tx == 0) {
-      p.lse[row * (int64_t{p.num_kv_heads} * p.group) + hq] = (m[i] + log2f(li)) * kLn2;
+      p.lse[row * (int64_t{p.num_kv_heads} * p.group) + hq] =
+          li > 0.0f ? (m[i] + log2f(li)) * kLn2 : -INFINITY;
     }
   }
 }

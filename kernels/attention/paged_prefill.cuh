@@ -38,9 +38,9 @@ struct PagedPrefillParams {
   const int32_t* block_ids = nullptr;  // [⌈(pos0 + n) / block_size⌉] per table, anywhere
   const int32_t* row_start = nullptr;  // [num_seqs + 1] CSR: rows of sequence s in the step
   const int32_t* pos0 = nullptr;       // [num_seqs] position of the sequence's first row
-  // Optional [num_seqs], each >= 1: rows of sequence s see only tokens [0, min(pos + 1,
-  // kv_limit[s])) of its table (the part of a longer history held here; the hybrid executor
-  // merges the rest by lse). Null: plain causal.
+  // Optional [num_seqs]: rows of sequence s see only tokens [0, min(pos + 1, kv_limit[s])) of
+  // its table (the part of a longer history held here; the hybrid executor merges the rest by
+  // lse); a row that sees nothing gets o = 0, lse = -inf. Null: plain causal.
   const int32_t* kv_limit = nullptr;
   // [total_rows, num_kv_heads * group, head_dim]: row r, query head hq (kv head hq / group) at
   // q + r * q_row_stride + hq * head_dim.

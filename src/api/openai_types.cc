@@ -297,20 +297,32 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_vie
   rd.String("user", &r.user);
   if (const json* kp = rd.Get("kv_policy")) {
     if (!kp->is_string()) return BadRequest("'kv_policy' must be a string", "kv_policy");
-    auto kind = ParseKvPolicyKind(kp->get<std::string>());
-    if (!kind.ok()) return BadRequest(std::string(kind.status().message()), "kv_policy");
-    r.kv_policy = *kind;
+    if (auto e = SetKvPolicyField(kp->get<std::string>(), &r)) return *e;
   }
   if (const json* kb = rd.Get("kv_budget")) {
-    KvPolicy probe;
-    if (!kb->is_number() || !SetKvBudget(kb->get<double>(), &probe).ok()) {
-      return BadRequest("'kv_budget' must be a fraction of the prompt in (0, 1] or an integer "
-                        "token count", "kv_budget");
-    }
-    r.kv_budget = kb->get<double>();
+    if (!kb->is_number()) return BadRequest("'kv_budget' must be a number", "kv_budget");
+    if (auto e = SetKvBudgetField(kb->get<double>(), &r)) return *e;
   }
   if (rd.error) return *rd.error;
   return r;
+}
+
+std::optional<ApiError> SetKvPolicyField(const std::string& name, CompletionRequest* r) {
+  auto kind = ParseKvPolicyKind(name);
+  if (!kind.ok()) return BadRequest(std::string(kind.status().message()), "kv_policy");
+  r->kv_policy = *kind;
+  return std::nullopt;
+}
+
+std::optional<ApiError> SetKvBudgetField(double budget, CompletionRequest* r) {
+  KvPolicy probe;
+  if (!SetKvBudget(budget, &probe).ok()) {
+    return BadRequest(
+        "'kv_budget' must be a fraction of the prompt in (0, 1] or an integer token count",
+        "kv_budget");
+  }
+  r->kv_budget = budget;
+  return std::nullopt;
 }
 
 namespace {

@@ -57,6 +57,11 @@ struct ApiError {
 
 ApiError BadRequest(std::string message, std::string param = "");
 
+// The kv_policy / kv_budget fields into r (shared by the HTTP and gRPC front ends); an error
+// names the field.
+std::optional<ApiError> SetKvPolicyField(const std::string& name, CompletionRequest* r);
+std::optional<ApiError> SetKvBudgetField(double budget, CompletionRequest* r);
+
 // Parses and validates a request body (everything that can be checked without the model).
 std::variant<CompletionRequest, ApiError> ParseCompletionRequest(std::string_view body,
                                                                   Endpoint endpoint);

@@ -50,11 +50,17 @@ int32_t HybridKv::PlanNear(int64_t seq_id, int32_t n) const {
 absl::Status HybridKv::Grow(int64_t seq_id, int32_t n) {
   if (n < 0) return absl::InvalidArgumentError("negative growth");
   auto it = seqs_.find(seq_id);
+  if (it != seqs_.end() && it->second.grown_at == it->second.length && n <= it->second.grown_n) {
+    return absl::OkStatus();  // room made already
+  }
   if (it != seqs_.end() && it->second.near_end != kAllNear) {
-    const Seq& st = it->second;
+    Seq& st = it->second;
     const int32_t near = NearPart(st.near_end, st.length, n);
     if (near > 0) RETURN_IF_ERROR(near_->Grow(seq_id, near));
-    return far_->Grow(seq_id, n - near);
+    RETURN_IF_ERROR(far_->Grow(seq_id, n - near));
+    st.grown_at = st.length;
+    st.grown_n = n;
+    return absl::OkStatus();
   }
   const int32_t near = PlanNear(seq_id, n);
   if (near < 0) {
@@ -72,16 +78,24 @@ absl::Status HybridKv::Grow(int64_t seq_id, int32_t n) {
   }
   Seq& st = seqs_[seq_id];
   if (near < n) st.near_end = st.length + near;
+  st.grown_at = st.length;
+  st.grown_n = n;
   return absl::OkStatus();
 }
 
 int64_t HybridKv::BlocksNeeded(int64_t seq_id, int32_t n) const {
   auto it = seqs_.find(seq_id);
+  if (it != seqs_.end() && it->second.grown_at == it->second.length && n <= it->second.grown_n) {
+    return 0;
+  }
   int32_t near = 0;
   if (it != seqs_.end() && it->second.near_end != kAllNear) {
     near = NearPart(it->second.near_end, it->second.length, n);
   } else {
-    near = std::max(PlanNear(seq_id, n), 0);
+    near = PlanNear(seq_id, n);
+    if (near < 0) {  // its sinks do not fit near now: more than there is
+      return near_cache_->pool().num_blocks() + far_->Usage().blocks_total + 1;
+    }
   }
   int64_t blocks = near > 0 ? near_->BlocksNeeded(seq_id, near) : 0;
   if (near < n) blocks += far_->BlocksNeeded(seq_id, n - near);
@@ -97,7 +111,11 @@ void HybridKv::Release(int64_t seq_id) {
 absl::Status HybridKv::CheckFits(int64_t tokens) const {
   const KvCacheConfig& k = near_cache_->config();
   const int64_t tables = int64_t{k.num_layers} * k.num_kv_heads;
-  int64_t near = near_cache_->pool().num_blocks() / tables * k.block_size;
+  // A sequence alone grows near past its sinks only above the reserve.
+  const int64_t usable = std::max(near_cache_->pool().num_blocks() -
+                                      placement_.options().reserve_blocks,
+                                  tables);
+  int64_t near = usable / tables * k.block_size;
   if (placement_.options().max_near_tokens > 0) {
     near = std::min(near, placement_.options().max_near_tokens);
   }

@@ -12,7 +12,8 @@
 // side holds (the GPU's share of the step's KV bytes), not which ones.
 //
 // HybridKv is the scheduler's KvCapacity over the two pools; the runner asks it where a step's
-// tokens go (NearEnd) and tells it when they are stored (Advance). Prefix caching and kv_policy
+// tokens go (NearEnd) and tells it when they are stored (Advance). Grow once per step, before
+// it (a repeat at the same length for no more tokens is a no-op). Prefix caching and kv_policy
 // eviction are not offered over the split.
 #pragma once
 
@@ -88,6 +89,9 @@ class HybridKv : public KvCapacity {
   struct Seq {
     int32_t near_end = kAllNear;
     int32_t length = 0;
+    // The last successful Grow: at this length, for this many tokens. The far pool may count
+    // every Grow as more tokens (DistributedAttention does), so a repeat is not passed on.
+    int32_t grown_at = -1, grown_n = 0;
   };
   // Tokens the near pool could take for the sequence now: in total and above the reserve.
   void NearRoom(int64_t seq_id, int64_t* room, int64_t* above_reserve) const;

@@ -1,6 +1,7 @@
 #include "attention/hybrid_kv.h"
 
 #include <cmath>
+#include <map>
 #include <random>
 #include <vector>
 
@@ -136,6 +137,61 @@ TEST(HybridKvTest, NewSequenceWaitsForItsSinksAndCheckFitsCountsBothPools) {
   EXPECT_TRUE(absl::IsResourceExhausted(kv.Grow(3, 20)));
   EXPECT_FALSE(near_cache.Contains(3));
   EXPECT_EQ(near_cache.pool().num_free(), near_cache.pool().num_blocks());
+}
+
+// A far pool that counts every Grow as more tokens (as DistributedAttention does): the runner
+// growing a step the scheduler grew already must not reserve its far part twice.
+class CountingFar : public KvCapacity {
+ public:
+  absl::Status Grow(int64_t seq_id, int32_t n) override {
+    grown[seq_id] += n;
+    return absl::OkStatus();
+  }
+  int64_t BlocksNeeded(int64_t, int32_t n) const override { return n; }
+  int64_t BlocksForTokens(int64_t t) const override { return t; }
+  void Release(int64_t seq_id) override { grown.erase(seq_id); }
+  bool Contains(int64_t seq_id) const override { return grown.count(seq_id) > 0; }
+  absl::Status CheckFits(int64_t) const override { return absl::OkStatus(); }
+  KvUsage Usage() const override { return {}; }
+  std::map<int64_t, int64_t> grown;
+};
+
+TEST(HybridKvTest, RepeatedGrowOfAStepIsPassedOnOnce) {
+  KvCache near_cache(SmallCache(4 * 2, false));  // 2 blocks per table = 8 tokens
+  CacheCapacity near(&near_cache);
+  CountingFar far;
+  HybridPlacementOptions o;
+  o.sink_tokens = 4;
+  HybridKv kv(&near_cache, &near, &far, o);
+  ASSERT_TRUE(kv.Grow(1, 20).ok());
+  ASSERT_TRUE(kv.Grow(1, 20).ok());
+  EXPECT_EQ(kv.BlocksNeeded(1, 20), 0);
+  EXPECT_EQ(kv.NearEnd(1), 8);
+  EXPECT_EQ(far.grown[1], 12);
+  near_cache.Advance(1, 8);
+  kv.Advance(1, 20);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(kv.Grow(1, 1).ok());
+  EXPECT_EQ(far.grown[1], 13);
+  kv.Advance(1, 1);
+  ASSERT_TRUE(kv.Grow(1, 1).ok());
+  EXPECT_EQ(far.grown[1], 14);
+  kv.Release(1);
+  EXPECT_FALSE(far.Contains(1));
+}
+
+TEST(HybridKvTest, CheckFitsLeavesTheReserveToOthers) {
+  KvCache near_cache(SmallCache(4 * 10, false));  // 10 blocks per table
+  KvCache far_cache(SmallCache(4 * 10, false));
+  CacheCapacity near(&near_cache), far(&far_cache);
+  HybridPlacementOptions o;
+  o.sink_tokens = 4;
+  o.reserve_blocks = 4 * 3;  // 3 blocks per table stay free for other sequences' sinks
+  HybridKv kv(&near_cache, &near, &far, o);
+  EXPECT_TRUE(kv.CheckFits(7 * 4 + 40).ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(kv.CheckFits(7 * 4 + 41)));
+  // ... and a sequence of that length does fit, alone.
+  ASSERT_TRUE(kv.Grow(1, 7 * 4 + 40).ok());
+  EXPECT_EQ(kv.NearEnd(1), 7 * 4);
 }
 
 // The identity the hybrid rests on: attention over a sequence whose tokens [0, E) sit in one

@@ -77,17 +77,10 @@ std::variant<api::CompletionRequest, api::ApiError> FromProto(const v1::Generate
   p.ignore_eos = s.ignore_eos();
   r.echo = in.echo();
   if (in.has_kv_policy()) {
-    auto kind = ParseKvPolicyKind(in.kv_policy());
-    if (!kind.ok()) return api::BadRequest(std::string(kind.status().message()), "kv_policy");
-    r.kv_policy = *kind;
+    if (auto e = api::SetKvPolicyField(in.kv_policy(), &r)) return *e;
   }
   if (in.has_kv_budget()) {
-    KvPolicy probe;
-    if (!SetKvBudget(in.kv_budget(), &probe).ok()) {
-      return api::BadRequest("'kv_budget' must be a fraction of the prompt in (0, 1] or an "
-                             "integer token count", "kv_budget");
-    }
-    r.kv_budget = in.kv_budget();
+    if (auto e = api::SetKvBudgetField(in.kv_budget(), &r)) return *e;
   }
   return r;  // ranges (NaN, top_p, ...) are checked by CompletionService::Start
 }

@@ -8,8 +8,8 @@
 #   D  kvasir cluster --device cuda --decoders 2 --attention 2   (two CUDA decoders on one GPU)
 #   E  kvasir serve (CPU fp32, for scale)
 #   F  kvasir serve --device cuda --attention-workers host:2 --decoder-kv-memory 0.05
-#      (the hybrid executor: 5 blocks per layer and KV head on the GPU for all sequences, so
-#      each spills to the 2 host workers after its first block or so)
+#      (the hybrid executor: stories260K's 20 tables x 5 blocks of 16 tokens on the GPU for all
+#      sequences, so each spills to the 2 host workers after its first block or so)
 #   G  kvasir cluster --device cuda --decoders 1 --attention 2 --decoder-kv-memory 0.05
 # Prints per configuration how many completions equal A's text exactly, and the streamed TTFT /
 # TPOT means. On the device machine: BUNDLE=bundle tools/device/cluster_cuda.sh

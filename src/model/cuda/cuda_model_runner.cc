@@ -1117,10 +1117,18 @@ absl::Status CudaModelRunner::ExternalAttention(int32_t layer, const cuda_intern
 
 absl::Status CudaModelRunner::FarFetch(const cuda_internal::StepShape& s, const float* qkv) {
   const ModelConfig& c = weights_->config;
-  const size_t bytes = s.T * (c.q_dim() + 2 * int64_t{c.kv_dim()}) * sizeof(float);
-  RETURN_IF_ERROR(far_qkv_.Grow(bytes));
-  CUDA_RETURN_IF_ERROR(
-      cudaMemcpyAsync(far_qkv_.as<void>(), qkv, bytes, cudaMemcpyDeviceToHost, stream_));
+  const size_t row_bytes = (c.q_dim() + 2 * int64_t{c.kv_dim()}) * sizeof(float);
+  RETURN_IF_ERROR(far_in_.Grow(s.F * row_bytes));
+  // The far rows only, one copy per run of consecutive rows (an entry's far rows are one run).
+  for (int64_t k = 0; k < s.F;) {
+    int64_t e = k + 1;
+    while (e < s.F && far_rows_[e] == far_rows_[e - 1] + 1) ++e;
+    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
+        far_in_.as<char>() + k * row_bytes,
+        reinterpret_cast<const char*>(qkv) + int64_t{far_rows_[k]} * row_bytes,
+        (e - k) * row_bytes, cudaMemcpyDeviceToHost, stream_));
+    k = e;
+  }
   CUDA_RETURN_IF_ERROR(cudaEventRecord(qkv_copied_, stream_));
   return absl::OkStatus();
 }
@@ -1130,17 +1138,11 @@ absl::Status CudaModelRunner::FarAttention(int32_t layer, const cuda_internal::S
   const ModelConfig& c = weights_->config;
   const int64_t qkv_dim = c.q_dim() + 2 * int64_t{c.kv_dim()}, qd = c.q_dim();
   const int64_t F = s.F, H = c.num_heads;
-  const size_t row_bytes = qkv_dim * sizeof(float);
   const size_t res_bytes = F * (qd + H) * sizeof(float);
-  RETURN_IF_ERROR(far_in_.Grow(F * row_bytes));
   RETURN_IF_ERROR(far_res_.Grow(res_bytes));
   RETURN_IF_ERROR(far_dev_.Grow(res_bytes));
   // The device attends over the near part meanwhile (queued after the copy).
   CUDA_RETURN_IF_ERROR(cudaEventSynchronize(qkv_copied_));
-  const char* rows = far_qkv_.as<char>();
-  for (int64_t k = 0; k < F; ++k) {
-    std::memcpy(far_in_.as<char>() + k * row_bytes, rows + far_rows_[k] * row_bytes, row_bytes);
-  }
   float* out = far_res_.as<float>();
   RETURN_IF_ERROR(external_->Attend(layer, far_in_.as<float>(), qkv_dim, out, out + F * qd));
   // far_res_ is read asynchronously: the next layer rewrites it only after its own

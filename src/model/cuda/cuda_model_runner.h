@@ -90,8 +90,8 @@ struct CudaRunnerStats {
   double replay_gpu_ms = 0.0;
   double replay_forward_ms = 0.0;
   int64_t timed_replays = 0;
-  // Hybrid executor: step rows whose attention also read a far (host) part, and of those the
-  // rows stored there.
+  // Hybrid executor: step rows whose attention also read a far (host) part (their K/V is
+  // stored there too).
   int64_t hybrid_far_rows = 0;
 };
 
@@ -246,7 +246,7 @@ class CudaModelRunner : public StepRunner {
   // output back to the device (synchronizes the stream).
   absl::Status ExternalAttention(int32_t layer, const cuda_internal::StepShape& s,
                                  const float* qkv, float* out);
-  // Hybrid: after QKV, queues the copy of the step's q | k | v rows to the host (before the
+  // Hybrid: after QKV, queues the copy of the far rows' q | k | v to the host (before the
   // device attention, which it overlaps).
   absl::Status FarFetch(const cuda_internal::StepShape& s, const float* qkv);
   // Hybrid: the far part of the step's far rows on the host, merged into the device's near
@@ -305,8 +305,7 @@ class CudaModelRunner : public StepRunner {
   HybridPlacementOptions placement_;
   std::vector<int32_t> near_end_;          // per batch entry of the step (kAllNear: no far part)
   std::vector<int32_t> far_rows_;          // device rows with a far part, ascending
-  cuda_internal::PinnedBuffer far_qkv_;    // [T, qkv] the step's rows on the host
-  cuda_internal::PinnedBuffer far_in_;     // [F, qkv] the far rows, gathered
+  cuda_internal::PinnedBuffer far_in_;     // [F, qkv] the far rows' q | k | v on the host
   cuda_internal::PinnedBuffer far_res_;    // [F, q_dim] out | [F, heads] lse
   cuda_internal::DeviceBuffer far_dev_;    // the same on the device
   cudaEvent_t qkv_copied_ = nullptr;
