@@ -27,7 +27,7 @@ absl::StatusOr<std::unique_ptr<StepRunner>> CreateRunnerOver(const LocalModel& m
     if (o.hybrid_kv) {
       co.block_size = o.block_size;
       co.max_seqs = o.max_num_seqs;
-      const int64_t block_bytes = int64_t{2} * o.block_size * c.head_dim * 2;  // bf16 K + V
+      const int64_t block_bytes = KvBytesPerBlock(c, o);  // bf16 on the GPU (checked above)
       if (o.decoder_kv_memory_mb > 0) {
         co.num_blocks = static_cast<int32_t>(std::min<double>(
             o.decoder_kv_memory_mb * double(1 << 20) / block_bytes, INT32_MAX));

@@ -144,11 +144,9 @@ absl::StatusOr<transport::GrpcAuth> ClusterAuthFromArgs(const Args& a) {
   return transport::GrpcAuth(std::move(secret), "cluster secret");
 }
 
-// The OpenAI HTTP server and the gRPC Completion service (plus `extra` gRPC services) over
-// `engine`, until SIGINT/SIGTERM. Prints the HTTP port, then the gRPC port when it serves one.
-// A --kv-policy default that compresses needs KV that honours it (a local host pool).
-absl::Status CheckKvPolicyDefault(const Args& a, bool kv_policies) {
-  ASSIGN_OR_RETURN(std::optional<KvPolicy> p, KvPolicyFromArgs(a));
+// A --kv-policy default (KvPolicyFromArgs) that compresses needs KV that honours it (a local
+// host pool).
+absl::Status CheckKvPolicyDefault(const std::optional<KvPolicy>& p, bool kv_policies) {
   if (!p || p->kind == KvPolicyKind::kFull || kv_policies) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat(
       "--kv-policy ", std::string(KvPolicyName(p->kind)),
@@ -156,6 +154,8 @@ absl::Status CheckKvPolicyDefault(const Args& a, bool kv_policies) {
       "--attention-shards); here every request would be refused"));
 }
 
+// The OpenAI HTTP server and the gRPC Completion service (plus `extra` gRPC services) over
+// `engine`, until SIGINT/SIGTERM. Prints the HTTP port, then the gRPC port when it serves one.
 // kv_policies: whether the engine's KV honours a compressing kv_policy (only a local pool of
 // this process does); a --kv-policy default that it does not is refused at start-up.
 int RunFrontEnd(const Args& a, const LocalModel& m, EngineHandle* engine, int grpc_port,
@@ -171,7 +171,9 @@ int RunFrontEnd(const Args& a, const LocalModel& m, EngineHandle* engine, int gr
   auto tc = ReadFileToString((std::filesystem::path(m.model_dir) / "tokenizer_config.json").string());
   sc.chat_format = api::DetectChatFormat(tc.ok() ? *tc : "");
   KVASIR_ASSIGN_OR_FAIL(default_kv_policy, KvPolicyFromArgs(a));
-  if (absl::Status st = CheckKvPolicyDefault(a, kv_policies); !st.ok()) return Fail(st);
+  if (absl::Status st = CheckKvPolicyDefault(default_kv_policy, kv_policies); !st.ok()) {
+    return Fail(st);
+  }
   sc.default_kv_policy = default_kv_policy;
   if (kv_manager != nullptr) {
     sc.extra_metrics = [kv_manager, name = sc.model_name] { return kv_manager->RenderMetrics(name); };
@@ -306,9 +308,7 @@ int ServeMain(int argc, char** argv) {
       return Fail(absl::InvalidArgumentError("--attention-workers host:N needs --device cuda"));
     }
     shards = static_cast<int>(n);
-    if (!a.Has("decoder-kv-memory")) {
-      eo.hybrid_kv = true;  // the GPU share sized by --gpu-memory-utilization
-    }
+    eo.hybrid_kv = true;  // the GPU share: --decoder-kv-memory, else --gpu-memory-utilization
   }
   if (absl::Status st = HybridFromArgs(a, &eo); !st.ok()) return Fail(st);
   if (eo.hybrid_kv && !a.Has("attention-workers")) {
@@ -389,7 +389,8 @@ int RouterMain(int argc, char** argv) {
   KVASIR_ASSIGN_OR_FAIL(a, ParseOrHelp(argc, argv, "router", specs, &help));
   if (help) return 0;
   // The cluster's attention workers keep every token (no kv_policy eviction there yet).
-  if (absl::Status st = CheckKvPolicyDefault(a, false); !st.ok()) return Fail(st);
+  KVASIR_ASSIGN_OR_FAIL(router_kv_policy, KvPolicyFromArgs(a));
+  if (absl::Status st = CheckKvPolicyDefault(router_kv_policy, false); !st.ok()) return Fail(st);
   KVASIR_ASSIGN_OR_FAIL(eo, EngineOptionsFromArgs(a));
   KVASIR_ASSIGN_OR_FAIL(grpc_port, PortFlag(a, "grpc-port", 0, 0));
   KVASIR_ASSIGN_OR_FAIL(decoders, AddressList(a, "decoders"));

@@ -58,6 +58,20 @@ absl::Status CheckDeviceHeadDim(int32_t hd) {
   return absl::OkStatus();
 }
 
+// Every entry of the batch starts where its sequence's stored tokens end (length(seq_id)).
+template <typename LengthFn>
+absl::Status CheckStartPositions(const std::vector<SequenceInput>& batch, LengthFn length) {
+  for (const SequenceInput& s : batch) {
+    const int32_t cached = length(s.seq_id);
+    if (s.start_pos != cached) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, ": start_pos ",
+                                                     s.start_pos, " but ", cached,
+                                                     " tokens cached"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 namespace cuda_internal {
@@ -468,13 +482,10 @@ absl::Status CudaModelRunner::ValidateBatch(const ModelConfig& c, const KvCache&
                                             const std::vector<SequenceInput>& batch) {
   RETURN_IF_ERROR(
       ValidateSequenceInputs(c, batch, [&](int64_t id) { return cache.Contains(id); }));
+  RETURN_IF_ERROR(
+      CheckStartPositions(batch, [&](int64_t id) { return cache.Length(id); }));
   int64_t blocks_needed = 0;
   for (const SequenceInput& s : batch) {
-    if (s.start_pos != cache.Length(s.seq_id)) {
-      return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, ": start_pos ",
-                                                     s.start_pos, " but ", cache.Length(s.seq_id),
-                                                     " tokens cached"));
-    }
     blocks_needed += cache.BlocksNeeded(s.seq_id, static_cast<int32_t>(s.tokens.size()));
   }
   if (blocks_needed > cache.pool().num_free()) {
@@ -509,10 +520,9 @@ absl::StatusOr<ForwardResult> CudaModelRunner::Forward(const std::vector<Sequenc
     empty.vocab_size = c.vocab_size;
     return empty;
   }
-  bool far_rows = false;  // some row of the step attends over a far part too
+  step_far_rows_ = 0;
   if (hybrid_mode_) {
     RETURN_IF_ERROR(BeginHybridStep(batch));
-    for (int32_t e : near_end_) far_rows |= e != HybridKv::kAllNear;
   } else if (external_ != nullptr) {
     std::vector<AttentionStepSeq> step(batch.size());
     for (size_t b = 0; b < batch.size(); ++b) {
@@ -551,7 +561,7 @@ absl::StatusOr<ForwardResult> CudaModelRunner::Forward(const std::vector<Sequenc
   }
 
   GraphStep graph;
-  if (pure_decode && !far_rows && !buckets_.empty() &&
+  if (pure_decode && step_far_rows_ == 0 && !buckets_.empty() &&
       static_cast<int64_t>(batch.size()) <= buckets_.back()) {
     ASSIGN_OR_RETURN(graph, ForwardGraph(batch, seq_slot, out));
   }
@@ -591,18 +601,14 @@ absl::StatusOr<ForwardResult> CudaModelRunner::Forward(const std::vector<Sequenc
 }
 
 absl::Status CudaModelRunner::BeginHybridStep(const std::vector<SequenceInput>& batch) {
-  for (const SequenceInput& in : batch) {
-    if (in.start_pos != hybrid_->Length(in.seq_id)) {
-      return absl::InvalidArgumentError(absl::StrCat("sequence ", in.seq_id, ": start_pos ",
-                                                     in.start_pos, " but ",
-                                                     hybrid_->Length(in.seq_id), " tokens cached"));
-    }
-  }
+  RETURN_IF_ERROR(
+      CheckStartPositions(batch, [&](int64_t id) { return hybrid_->Length(id); }));
   // Room for the step (the scheduler grew every sequence already; Grow again is a no-op then).
   for (const SequenceInput& in : batch) {
     RETURN_IF_ERROR(hybrid_->Grow(in.seq_id, static_cast<int32_t>(in.tokens.size())));
   }
   near_end_.resize(batch.size());
+  step_far_rows_ = 0;
   // The far executor's step, in device row order: the prefill chunks first, then decode rows.
   std::vector<AttentionStepSeq> far;
   for (const bool chunks : {true, false}) {
@@ -619,6 +625,7 @@ absl::Status CudaModelRunner::BeginHybridStep(const std::vector<SequenceInput>& 
       near_end_[b] = end;
       // Far rows: positions [start + near, start + n), at far positions from start + near - end.
       far.push_back({in.seq_id, in.start_pos + near - end, n - near, nullptr, 0});
+      step_far_rows_ += n - near;
     }
   }
   if (far.empty()) return absl::OkStatus();
@@ -803,21 +810,18 @@ absl::Status CudaModelRunner::ForwardEager(const std::vector<SequenceInput>& bat
                                            const std::vector<int32_t>& rows, bool device_sampling,
                                            const ForwardResult& out) {
   const ModelConfig& c = weights_->config;
-  int64_t T = 0, S = 0, P = 0, F = 0;
+  int64_t T = 0, S = 0, P = 0;
   int32_t max_chunk = 0;
-  for (size_t b = 0; b < batch.size(); ++b) {
-    const SequenceInput& in = batch[b];
-    const int32_t n = static_cast<int32_t>(in.tokens.size());
-    T += n;
-    if (n > 1 && !external_only()) {
+  for (const SequenceInput& in : batch) {
+    T += static_cast<int64_t>(in.tokens.size());
+    if (in.tokens.size() > 1 && !external_only()) {
       ++S;
-      P += n;
-      max_chunk = std::max(max_chunk, n);
+      P += static_cast<int64_t>(in.tokens.size());
+      max_chunk = std::max(max_chunk, static_cast<int32_t>(in.tokens.size()));
     }
-    if (hybrid_mode_) F += n - HybridKv::NearPart(near_end_[b], in.start_pos, n);
   }
   const int64_t R = static_cast<int64_t>(rows.size());
-  cuda_internal::StepShape s(T, P, S, R, c.num_kv_heads, F);
+  cuda_internal::StepShape s(T, P, S, R, c.num_kv_heads, step_far_rows_);
   s.max_chunk = max_chunk;
   s.sample = device_sampling;
   const int32_t max_kv_len = BuildMeta(batch, seq_slot, rows, s);

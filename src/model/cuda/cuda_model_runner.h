@@ -305,6 +305,7 @@ class CudaModelRunner : public StepRunner {
   HybridPlacementOptions placement_;
   std::vector<int32_t> near_end_;          // per batch entry of the step (kAllNear: no far part)
   std::vector<int32_t> far_rows_;          // device rows with a far part, ascending
+  int64_t step_far_rows_ = 0;              // their number (BeginHybridStep; 0 in other modes)
   cuda_internal::PinnedBuffer far_in_;     // [F, qkv] the far rows' q | k | v on the host
   cuda_internal::PinnedBuffer far_res_;    // [F, q_dim] out | [F, heads] lse
   cuda_internal::DeviceBuffer far_dev_;    // the same on the device
